@@ -1,0 +1,14 @@
+// Command kube-apiserver builds the Kubernetes API server used by envtest and
+// `make run` from source, so the project never downloads prebuilt binaries.
+package main
+
+import (
+	"os"
+
+	"k8s.io/component-base/cli"
+	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+)
+
+func main() {
+	os.Exit(cli.Run(app.NewAPIServerCommand()))
+}
