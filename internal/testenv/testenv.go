@@ -107,6 +107,20 @@ func Start() (*Env, error) {
 	return &Env{Config: cfg, Client: c, Scheme: s, env: e}, nil
 }
 
+// AdminKubeconfig returns a kubeconfig for a cluster-admin user of this
+// control plane, for kubectl and for processes started outside the test.
+func (e *Env) AdminKubeconfig() ([]byte, error) {
+	u, err := e.env.AddUser(envtest.User{Name: "paytoview-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("adding an admin user: %w", err)
+	}
+	kc, err := u.KubeConfig()
+	if err != nil {
+		return nil, fmt.Errorf("rendering the admin kubeconfig: %w", err)
+	}
+	return kc, nil
+}
+
 // Stop stops the control plane.
 func (e *Env) Stop() error {
 	return e.env.Stop()
