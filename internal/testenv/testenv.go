@@ -16,13 +16,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/md-platform/paytoview-operator/api/v1alpha1"
+	"github.com/md-platform/paytoview-operator/internal/kube"
 )
 
 // Versions of the control plane hack/envtest.sh builds; keep them in step.
@@ -44,12 +42,7 @@ type Env struct {
 }
 
 // Scheme returns a scheme with client-go's types and the paytoview types.
-func Scheme() *k8sruntime.Scheme {
-	s := k8sruntime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(s))
-	utilruntime.Must(v1alpha1.AddToScheme(s))
-	return s
-}
+func Scheme() *k8sruntime.Scheme { return kube.NewScheme() }
 
 // RepoRoot is the root of this repository, found from this file's location.
 func RepoRoot() string {
