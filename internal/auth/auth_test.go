@@ -26,8 +26,10 @@ func TestAuthenticateToken_HS256(t *testing.T) {
 			want:  user,
 		},
 		{
-			name:       "token signed with another secret has an invalid signature",
-			token:      func(t testing.TB) string { return sign(t, jwt.SigningMethodHS256, []byte("another-secret-of-at-least-32-bytes!!"), "", baseClaims()) },
+			name: "token signed with another secret has an invalid signature",
+			token: func(t testing.TB) string {
+				return sign(t, jwt.SigningMethodHS256, []byte("another-secret-of-at-least-32-bytes!!"), "", baseClaims())
+			},
 			wantReason: "signature invalid",
 		},
 		{
@@ -40,34 +42,46 @@ func TestAuthenticateToken_HS256(t *testing.T) {
 			wantReason: "signature invalid",
 		},
 		{
-			name:       "expired token is rejected",
-			token:      func(t testing.TB) string { return signHS256(t, with(baseClaims(), "exp", testNow.Add(-time.Minute).Unix())) },
+			name: "expired token is rejected",
+			token: func(t testing.TB) string {
+				return signHS256(t, with(baseClaims(), "exp", testNow.Add(-time.Minute).Unix()))
+			},
 			wantReason: "token expired",
 		},
 		{
-			name:  "token expired within the leeway is accepted",
-			token: func(t testing.TB) string { return signHS256(t, with(baseClaims(), "exp", testNow.Add(-10*time.Second).Unix())) },
-			want:  user,
+			name: "token expired within the leeway is accepted",
+			token: func(t testing.TB) string {
+				return signHS256(t, with(baseClaims(), "exp", testNow.Add(-10*time.Second).Unix()))
+			},
+			want: user,
 		},
 		{
-			name:       "token expired beyond a configured 5s leeway is rejected",
-			cfg:        func(c *Config) { c.Leeway = 5 * time.Second },
-			token:      func(t testing.TB) string { return signHS256(t, with(baseClaims(), "exp", testNow.Add(-10*time.Second).Unix())) },
+			name: "token expired beyond a configured 5s leeway is rejected",
+			cfg:  func(c *Config) { c.Leeway = 5 * time.Second },
+			token: func(t testing.TB) string {
+				return signHS256(t, with(baseClaims(), "exp", testNow.Add(-10*time.Second).Unix()))
+			},
 			wantReason: "token expired",
 		},
 		{
-			name:       "token used before nbf is rejected",
-			token:      func(t testing.TB) string { return signHS256(t, with(baseClaims(), "nbf", testNow.Add(5*time.Minute).Unix())) },
+			name: "token used before nbf is rejected",
+			token: func(t testing.TB) string {
+				return signHS256(t, with(baseClaims(), "nbf", testNow.Add(5*time.Minute).Unix()))
+			},
 			wantReason: "token not valid yet",
 		},
 		{
-			name:  "nbf within the leeway is accepted",
-			token: func(t testing.TB) string { return signHS256(t, with(baseClaims(), "nbf", testNow.Add(20*time.Second).Unix())) },
-			want:  user,
+			name: "nbf within the leeway is accepted",
+			token: func(t testing.TB) string {
+				return signHS256(t, with(baseClaims(), "nbf", testNow.Add(20*time.Second).Unix()))
+			},
+			want: user,
 		},
 		{
-			name:       "iat in the future beyond the leeway is rejected",
-			token:      func(t testing.TB) string { return signHS256(t, with(baseClaims(), "iat", testNow.Add(5*time.Minute).Unix())) },
+			name: "iat in the future beyond the leeway is rejected",
+			token: func(t testing.TB) string {
+				return signHS256(t, with(baseClaims(), "iat", testNow.Add(5*time.Minute).Unix()))
+			},
 			wantReason: "token issued in the future",
 		},
 		{
@@ -173,8 +187,10 @@ func TestAuthenticateToken_HS256(t *testing.T) {
 			wantReason: "empty bearer token",
 		},
 		{
-			name:       "token over 8 KiB is rejected before parsing",
-			token:      func(t testing.TB) string { return signHS256(t, with(baseClaims(), "pad", strings.Repeat("x", MaxTokenLen))) },
+			name: "token over 8 KiB is rejected before parsing",
+			token: func(t testing.TB) string {
+				return signHS256(t, with(baseClaims(), "pad", strings.Repeat("x", MaxTokenLen)))
+			},
 			wantReason: "token too large",
 		},
 		{
@@ -209,10 +225,12 @@ func TestAuthenticateToken_HS256(t *testing.T) {
 			wantReason: "wrong issuer",
 		},
 		{
-			name:  "audience among several is accepted",
-			cfg:   func(c *Config) { c.Audience = "paytoview" },
-			token: func(t testing.TB) string { return signHS256(t, with(baseClaims(), "aud", []string{"account", "paytoview"})) },
-			want:  user,
+			name: "audience among several is accepted",
+			cfg:  func(c *Config) { c.Audience = "paytoview" },
+			token: func(t testing.TB) string {
+				return signHS256(t, with(baseClaims(), "aud", []string{"account", "paytoview"}))
+			},
+			want: user,
 		},
 		{
 			name:       "wrong audience is rejected",
