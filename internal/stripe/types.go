@@ -4,7 +4,11 @@
 // records metrics, and verifies webhook signatures.
 package stripe
 
-import "time"
+import (
+	"fmt"
+	"strconv"
+	"time"
+)
 
 // Metadata keys put on Checkout Sessions and their PaymentIntents. They are
 // part of the frontend contract (paytoviewweb.md) and must not change.
@@ -44,6 +48,41 @@ type PurchaseMetadata struct {
 	UserID     string
 	EntityType int // 1=Video, 2=Channel, 3=Content
 	EntityID   string
+}
+
+// Map returns the metadata as it is stored on Stripe objects.
+func (m PurchaseMetadata) Map() map[string]string {
+	return map[string]string{
+		MetaPurchaseID: m.PurchaseID,
+		MetaProductID:  m.ProductID,
+		MetaUserID:     m.UserID,
+		MetaEntityType: strconv.Itoa(m.EntityType),
+		MetaEntityID:   m.EntityID,
+	}
+}
+
+// ParsePurchaseMetadata reads the operator's metadata back from a Stripe
+// object (session, payment intent, charge). It fails when the purchase id
+// is missing (the object was not created by the operator) or entityType is
+// not 1, 2 or 3; other keys may be empty.
+func ParsePurchaseMetadata(md map[string]string) (PurchaseMetadata, error) {
+	m := PurchaseMetadata{
+		PurchaseID: md[MetaPurchaseID],
+		ProductID:  md[MetaProductID],
+		UserID:     md[MetaUserID],
+		EntityID:   md[MetaEntityID],
+	}
+	if m.PurchaseID == "" {
+		return m, fmt.Errorf("metadata has no %s: not a pay-to-view object", MetaPurchaseID)
+	}
+	if v, ok := md[MetaEntityType]; ok {
+		t, err := strconv.Atoi(v)
+		if err != nil || t < 1 || t > 3 {
+			return m, fmt.Errorf("metadata %s=%q is not 1, 2 or 3", MetaEntityType, v)
+		}
+		m.EntityType = t
+	}
+	return m, nil
 }
 
 // Customer is a Stripe customer.
