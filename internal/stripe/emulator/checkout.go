@@ -3,8 +3,8 @@ package emulator
 import (
 	"container/heap"
 	"encoding/json"
-	"strings"
 	"net/url"
+	"strings"
 	"time"
 	"unicode/utf8"
 )

@@ -328,7 +328,9 @@ func TestSession_CreateRejectsWhatStripeRejects(t *testing.T) {
 		{"unknown price", func(p *stripego.CheckoutSessionParams) { p.LineItems[0].Price = stripego.String("price_nope") }, 400, "resource_missing", "line_items[0][price]"},
 		{"inactive price", func(p *stripego.CheckoutSessionParams) { p.LineItems[0].Price = stripego.String(inactive.ID) }, 400, "", "line_items[0][price]"},
 		{"unknown customer", func(p *stripego.CheckoutSessionParams) { p.Customer = stripego.String("cus_nope") }, 400, "resource_missing", "customer"},
-		{"expires in 29 minutes", func(p *stripego.CheckoutSessionParams) { p.ExpiresAt = stripego.Int64(now.Add(29 * time.Minute).Unix()) }, 400, "", "expires_at"},
+		{"expires in 29 minutes", func(p *stripego.CheckoutSessionParams) {
+			p.ExpiresAt = stripego.Int64(now.Add(29 * time.Minute).Unix())
+		}, 400, "", "expires_at"},
 		{"expires in 25 hours", func(p *stripego.CheckoutSessionParams) { p.ExpiresAt = stripego.Int64(now.Add(25 * time.Hour).Unix()) }, 400, "", "expires_at"},
 		{"metadata key too long", func(p *stripego.CheckoutSessionParams) {
 			p.Metadata = map[string]string{strings.Repeat("k", 41): "v"}
