@@ -1,0 +1,207 @@
+package lifecycle
+
+import (
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/md-platform/paytoview-operator/api/v1alpha1"
+	"github.com/md-platform/paytoview-operator/internal/stripe"
+)
+
+// Stripe dispute statuses with a meaning for access.
+const (
+	disputeWon           = "won"
+	disputeLost          = "lost"
+	disputeWarningClosed = "warning_closed"
+)
+
+// disputeOpen reports whether a dispute in this status is still undecided.
+func disputeOpen(status string) bool {
+	return !disputeClosed(status)
+}
+
+func disputeClosed(status string) bool {
+	return status == disputeWon || status == disputeLost || status == disputeWarningClosed
+}
+
+// ApplyCharge applies a Charge (charge.refunded, or the latest charge of a
+// PaymentIntent). amount_refunded is cumulative, so the largest value seen
+// wins and a stale event cannot lower it. Refunded in full (refunded=true or
+// amount_refunded >= amount): the purchase becomes Refunded, whatever phase
+// it was in, because money was taken and returned. Partly refunded: the
+// amount is recorded, the Refunded condition says PartiallyRefunded, and
+// access is kept.
+//
+// The charge must carry the purchase's PaymentIntent, or our metadata (which
+// Stripe copies from the PaymentIntent), otherwise ErrNotThisPurchase.
+func ApplyCharge(p *v1alpha1.Purchase, c stripe.Charge, now time.Time) (Result, error) {
+	if err := checkPayment(p, "charge "+c.ID, c.PaymentIntentID, c.Metadata); err != nil {
+		return Result{}, err
+	}
+	t := begin(p, now)
+	st := &p.Status
+	if st.ExternalTransactionID == "" && c.PaymentIntentID != "" {
+		st.ExternalTransactionID = c.PaymentIntentID
+	}
+	amount := max(st.AmountRefunded, c.AmountRefunded)
+	full := c.Refunded || (c.Amount > 0 && c.AmountRefunded >= c.Amount)
+	switch {
+	case full:
+		t.refunded(amount)
+	case amount > st.AmountRefunded:
+		t.partiallyRefunded(amount, c.Currency)
+	}
+	return t.finish(), nil
+}
+
+// ApplyRefund applies a Refund (charge.refund.updated, or the refund the
+// controller created and then reads back). A succeeded refund of the whole
+// price, or of the refund the operator created for spec.refund, makes the
+// purchase Refunded; a smaller one is a partial refund. A failed or canceled
+// refund sets Refunded=False RefundFailed with a Warning Event and keeps
+// access (and the phase: a purchase already Refunded stays Refunded). A
+// pending one sets Refunded=False RefundPending.
+//
+// The refund must be status.stripeRefundId, or be for the purchase's
+// PaymentIntent, or carry our metadata, otherwise ErrNotThisPurchase.
+func ApplyRefund(p *v1alpha1.Purchase, r stripe.Refund, now time.Time) (Result, error) {
+	ours := r.ID != "" && r.ID == p.Status.StripeRefundID
+	if !ours {
+		if err := checkPayment(p, "refund "+r.ID, r.PaymentIntentID, r.Metadata); err != nil {
+			return Result{}, err
+		}
+	}
+	t := begin(p, now)
+	st := &p.Status
+	if st.ExternalTransactionID == "" && r.PaymentIntentID != "" {
+		st.ExternalTransactionID = r.PaymentIntentID
+	}
+	switch r.Status {
+	case stripe.RefundSucceeded:
+		if ours || r.Amount >= p.Spec.Price.Amount {
+			t.refunded(max(st.AmountRefunded, r.Amount))
+		} else if r.Amount > st.AmountRefunded {
+			// A single refund does not say how much was refunded before;
+			// charge.refunded carries the total and corrects this.
+			t.partiallyRefunded(r.Amount, r.Currency)
+		}
+	case stripe.RefundFailed, stripe.RefundCanceled:
+		msg := fmt.Sprintf("refund %s %s", r.ID, r.Status)
+		if r.FailureReason != "" {
+			msg += ": " + r.FailureReason
+		}
+		if st.Phase == v1alpha1.PurchaseCompleted {
+			msg += "; access kept, handle the refund in the Stripe dashboard"
+		}
+		if !conditionIs(p, v1alpha1.ConditionRefunded, metav1.ConditionFalse, ReasonRefundFailed, msg) {
+			t.setCondition(v1alpha1.ConditionRefunded, metav1.ConditionFalse, ReasonRefundFailed, msg)
+			t.event(corev1.EventTypeWarning, ReasonRefundFailed, "%s", msg)
+		}
+	case stripe.RefundPending, stripe.RefundRequiresAction:
+		if st.Phase == v1alpha1.PurchaseCompleted && !conditionIs(p, v1alpha1.ConditionRefunded, metav1.ConditionFalse, ReasonRefundFailed, "") {
+			t.setCondition(v1alpha1.ConditionRefunded, metav1.ConditionFalse, ReasonRefundPending,
+				fmt.Sprintf("refund %s is %s at Stripe", r.ID, r.Status))
+		}
+	}
+	return t.finish(), nil
+}
+
+// ApplyDispute applies a Dispute (charge.dispute.created or
+// charge.dispute.closed). An open dispute suspends access (Disputed); won
+// restores it unless it expired or was refunded meanwhile; lost ends it for
+// good (DisputeLost). A closed dispute is final: the same dispute seen open
+// again (a late created event) changes nothing, and a lost one is never
+// replaced.
+//
+// The dispute must be for the purchase's PaymentIntent, otherwise
+// ErrNotThisPurchase.
+func ApplyDispute(p *v1alpha1.Purchase, d stripe.Dispute, now time.Time) (Result, error) {
+	if d.PaymentIntentID == "" || d.PaymentIntentID != p.Status.ExternalTransactionID {
+		return Result{}, fmt.Errorf("%w: dispute %s is for PaymentIntent %q, purchase %s was paid by %q",
+			ErrNotThisPurchase, d.ID, d.PaymentIntentID, p.Name, p.Status.ExternalTransactionID)
+	}
+	t := begin(p, now)
+	cur := p.Status.Dispute
+	switch {
+	case cur != nil && cur.ID == d.ID && disputeClosed(cur.Status):
+		// Closed is final; anything later about it is stale.
+	case cur != nil && cur.Status == disputeLost:
+	case cur != nil && cur.ID == d.ID && cur.Status == d.Status:
+	default:
+		wasOpen := cur != nil && disputeOpen(cur.Status)
+		p.Status.Dispute = &v1alpha1.DisputeStatus{ID: d.ID, Status: d.Status}
+		switch {
+		case d.Status == disputeLost:
+			t.event(corev1.EventTypeWarning, ReasonDisputeLost, "dispute %s lost; access revoked", d.ID)
+		case disputeClosed(d.Status):
+			t.event(corev1.EventTypeNormal, EventDisputeWon, "dispute %s closed (%s); access restored unless it expired", d.ID, d.Status)
+		case !wasOpen:
+			t.event(corev1.EventTypeWarning, ReasonDisputed, "payment disputed (%s, %s); access suspended", d.ID, d.Status)
+		}
+	}
+	return t.finish(), nil
+}
+
+// checkPayment matches a charge or refund to the purchase by PaymentIntent,
+// or by our metadata when the purchase has not recorded its PaymentIntent yet.
+func checkPayment(p *v1alpha1.Purchase, what, paymentIntentID string, md map[string]string) error {
+	if err := checkMetadata(p, md); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if pi := p.Status.ExternalTransactionID; pi != "" {
+		if paymentIntentID != pi {
+			return fmt.Errorf("%w: %s is for PaymentIntent %q, purchase %s was paid by %q", ErrNotThisPurchase, what, paymentIntentID, p.Name, pi)
+		}
+		return nil
+	}
+	if md[stripe.MetaPurchaseID] != p.Name {
+		return fmt.Errorf("%w: %s names no PaymentIntent or purchase of %s", ErrNotThisPurchase, what, p.Name)
+	}
+	return nil
+}
+
+// refunded records a full refund. Any phase may become Refunded: it means
+// money was taken and given back.
+func (t *tx) refunded(amount int64) {
+	st := &t.p.Status
+	st.AmountRefunded = max(st.AmountRefunded, amount)
+	if st.Phase == v1alpha1.PurchaseRefunded {
+		if st.RefundedAt == nil {
+			st.RefundedAt = t.nowTime()
+		}
+		return
+	}
+	st.Phase = v1alpha1.PurchaseRefunded
+	st.RefundedAt = t.nowTime()
+	msg := fmt.Sprintf("refunded %d %s in full", st.AmountRefunded, t.p.Spec.Price.Currency)
+	t.setCondition(v1alpha1.ConditionRefunded, metav1.ConditionTrue, ReasonRefunded, msg)
+	t.event(corev1.EventTypeNormal, ReasonRefunded, "%s; access revoked", msg)
+}
+
+func (t *tx) partiallyRefunded(amount int64, currency string) {
+	if t.p.Status.Phase == v1alpha1.PurchaseRefunded {
+		t.p.Status.AmountRefunded = max(t.p.Status.AmountRefunded, amount)
+		return
+	}
+	if currency == "" {
+		currency = t.p.Spec.Price.Currency
+	}
+	t.p.Status.AmountRefunded = amount
+	msg := fmt.Sprintf("%d of %d %s refunded; access kept", amount, t.p.Spec.Price.Amount, currency)
+	t.setCondition(v1alpha1.ConditionRefunded, metav1.ConditionFalse, ReasonPartiallyRefunded, msg)
+	t.event(corev1.EventTypeNormal, ReasonPartiallyRefunded, "%s", msg)
+}
+
+// conditionIs reports whether the condition has this status and reason (and
+// message, unless message is empty).
+func conditionIs(p *v1alpha1.Purchase, typ string, status metav1.ConditionStatus, reason, message string) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == typ {
+			return c.Status == status && c.Reason == reason && (message == "" || c.Message == message)
+		}
+	}
+	return false
+}
