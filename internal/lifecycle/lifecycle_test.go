@@ -566,7 +566,11 @@ func TestApplyRefund(t *testing.T) {
 		want: want{phase: v1alpha1.PurchaseCompleted, changed: true, access: ReasonPaid, refunded: ReasonRefundPending},
 	}, {
 		name: "our refund failed: RefundFailed, warning, access kept",
-		p:    purchase(completed, requested), r: func() stripe.Refund { r := refund(stripe.RefundFailed, 500); r.FailureReason = "expired_or_canceled_card"; return r }(),
+		p:    purchase(completed, requested), r: func() stripe.Refund {
+			r := refund(stripe.RefundFailed, 500)
+			r.FailureReason = "expired_or_canceled_card"
+			return r
+		}(),
 		want: want{phase: v1alpha1.PurchaseCompleted, changed: true, events: []string{ReasonRefundFailed}, access: ReasonPaid, refunded: ReasonRefundFailed},
 	}, {
 		name: "duplicate failed refund is a no-op",
@@ -594,15 +598,30 @@ func TestApplyRefund(t *testing.T) {
 		want: want{phase: v1alpha1.PurchaseRefunded, access: ReasonRefunded, noChanges: true},
 	}, {
 		name: "a dashboard refund of the whole price refunds",
-		p:    purchase(completed), r: func() stripe.Refund { r := refund(stripe.RefundSucceeded, 500); r.ID = "re_dash"; r.Metadata = nil; return r }(),
+		p:    purchase(completed), r: func() stripe.Refund {
+			r := refund(stripe.RefundSucceeded, 500)
+			r.ID = "re_dash"
+			r.Metadata = nil
+			return r
+		}(),
 		want: want{phase: v1alpha1.PurchaseRefunded, changed: true, events: []string{ReasonRefunded}, access: ReasonRefunded},
 	}, {
 		name: "a partial dashboard refund keeps access",
-		p:    purchase(completed), r: func() stripe.Refund { r := refund(stripe.RefundSucceeded, 100); r.ID = "re_dash"; r.Metadata = nil; return r }(),
+		p:    purchase(completed), r: func() stripe.Refund {
+			r := refund(stripe.RefundSucceeded, 100)
+			r.ID = "re_dash"
+			r.Metadata = nil
+			return r
+		}(),
 		want: want{phase: v1alpha1.PurchaseCompleted, changed: true, events: []string{ReasonPartiallyRefunded}, access: ReasonPaid, refunded: ReasonPartiallyRefunded},
 	}, {
 		name: "a refund of another payment intent is rejected",
-		p:    purchase(completed), r: func() stripe.Refund { r := refund(stripe.RefundSucceeded, 500); r.ID = "re_x"; r.PaymentIntentID = "pi_x"; return r }(),
+		p:    purchase(completed), r: func() stripe.Refund {
+			r := refund(stripe.RefundSucceeded, 500)
+			r.ID = "re_x"
+			r.PaymentIntentID = "pi_x"
+			return r
+		}(),
 		want: want{err: ErrNotThisPurchase},
 	}}
 	for _, tc := range cases {
