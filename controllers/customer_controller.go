@@ -1,0 +1,149 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/md-platform/paytoview-operator/api/v1alpha1"
+	"github.com/md-platform/paytoview-operator/internal/stripe"
+)
+
+// Reasons of a Customer's Ready condition.
+const (
+	// CustomerReasonCreated: the Stripe customer exists; its id is in
+	// status.stripeCustomerId.
+	CustomerReasonCreated = "CustomerCreated"
+	// CustomerReasonStripeUnavailable: Stripe did not answer or failed; the
+	// operator retries with backoff.
+	CustomerReasonStripeUnavailable = "StripeUnavailable"
+	// CustomerReasonStripeRejected: Stripe refused to create the customer;
+	// the condition message is Stripe's.
+	CustomerReasonStripeRejected = "StripeRejected"
+)
+
+// CustomerStripe is the part of the Stripe client the Customer controller
+// uses; *stripe.Client implements it.
+type CustomerStripe interface {
+	CreateCustomer(ctx context.Context, params stripe.CreateCustomerParams) (stripe.Customer, error)
+}
+
+// CustomerReconciler creates one Stripe customer per Customer resource, that
+// is per user, and records its id. It never searches Stripe for customers:
+// the id in status, and the idempotency key derived from the Customer's UID
+// until status holds it, are what keep a user at one Stripe customer.
+type CustomerReconciler struct {
+	Client   client.Client
+	Stripe   CustomerStripe
+	Recorder events.EventRecorder
+}
+
+// +kubebuilder:rbac:groups=paytoview.md-platform.io,resources=customers,verbs=get;list;watch
+// +kubebuilder:rbac:groups=paytoview.md-platform.io,resources=customers/status,verbs=patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// SetupWithManager registers the controller. Its own status writes do not
+// bump metadata.generation, so they do not wake it.
+func (r *CustomerReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.Customer{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Named("customer").
+		Complete(r)
+}
+
+// Reconcile makes sure the Customer has a Stripe customer.
+func (r *CustomerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, reterr error) {
+	customer := &v1alpha1.Customer{}
+	if err := r.Client.Get(ctx, req.NamespacedName, customer); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !customer.DeletionTimestamp.IsZero() {
+		// Nothing to clean up: the Stripe customer keeps the user's payment
+		// history, which Stripe and bookkeeping need after the resource goes.
+		return ctrl.Result{}, nil
+	}
+
+	base := customer.DeepCopy()
+	defer func() {
+		if equality.Semantic.DeepEqual(base.Status, customer.Status) {
+			return
+		}
+		if err := r.Client.Status().Patch(ctx, customer, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+			reterr = kerrors.NewAggregate([]error{reterr, fmt.Errorf("patching status of Customer %s: %w", req.NamespacedName, err)})
+		}
+	}()
+	return r.reconcileStripeCustomer(ctx, customer)
+}
+
+// reconcileStripeCustomer creates the Stripe customer unless status already
+// names one. A crash or a lost status write between Stripe's answer and the
+// status patch is covered by the idempotency key (Customer UID): the retry
+// gets the same customer back.
+func (r *CustomerReconciler) reconcileStripeCustomer(ctx context.Context, c *v1alpha1.Customer) (ctrl.Result, error) {
+	if c.Status.StripeCustomerID != "" {
+		c.Status.ObservedGeneration = c.Generation
+		r.setCustomerReady(c, metav1.ConditionTrue, CustomerReasonCreated,
+			"Stripe customer "+c.Status.StripeCustomerID)
+		return ctrl.Result{}, nil
+	}
+
+	cus, err := r.Stripe.CreateCustomer(ctx, stripe.CreateCustomerParams{
+		OwnerUID: string(c.UID),
+		UserID:   c.Spec.UserID,
+		Email:    c.Spec.Email,
+	})
+	switch {
+	case err == nil:
+		c.Status.StripeCustomerID = cus.ID
+		c.Status.ObservedGeneration = c.Generation
+		ctrl.LoggerFrom(ctx).Info("created stripe customer", "customer", klog.KObj(c), "stripeCustomer", cus.ID)
+		r.setCustomerReady(c, metav1.ConditionTrue, CustomerReasonCreated, "Stripe customer "+cus.ID)
+		return ctrl.Result{}, nil
+	case stripe.IsRetryable(err):
+		r.setCustomerReady(c, metav1.ConditionFalse, CustomerReasonStripeUnavailable,
+			"Stripe is unavailable, retrying: "+stripe.UserMessage(err))
+		return stripeRetry(ctx, fmt.Errorf("creating Stripe customer: %w", err))
+	case stripe.IsTerminal(err):
+		c.Status.ObservedGeneration = c.Generation
+		r.setCustomerReady(c, metav1.ConditionFalse, CustomerReasonStripeRejected, stripe.UserMessage(err))
+		return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("creating Stripe customer: %w", err))
+	default:
+		return ctrl.Result{}, fmt.Errorf("creating Stripe customer: %w", err)
+	}
+}
+
+// setCustomerReady sets the Ready condition and records an Event when its
+// reason changes.
+func (r *CustomerReconciler) setCustomerReady(c *v1alpha1.Customer, status metav1.ConditionStatus, reason, message string) {
+	// A copy: SetStatusCondition updates the condition in place.
+	var prev metav1.Condition
+	if cond := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ConditionReady); cond != nil {
+		prev = *cond
+	}
+	meta.SetStatusCondition(&c.Status.Conditions, metav1.Condition{
+		Type:               v1alpha1.ConditionReady,
+		Status:             status,
+		Reason:             reason,
+		Message:            message,
+		ObservedGeneration: c.Generation,
+	})
+	if prev.Status == status && prev.Reason == reason {
+		return
+	}
+	eventType := "Normal"
+	if status != metav1.ConditionTrue {
+		eventType = "Warning"
+	}
+	r.Recorder.Eventf(c, nil, eventType, reason, eventActionReconcile, "%s", message)
+}

@@ -1,0 +1,142 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/funcr"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+)
+
+// Generic helpers for the controllers' envtest tests. Names are generic on
+// purpose: every test file of the package may use them.
+
+// waitTimeout bounds every wait on the apiserver or a reconciler in tests.
+const waitTimeout = 30 * time.Second
+
+// eventually polls cond until it returns true, failing the test with msg if
+// it has not within timeout. It is the only way tests wait: no sleeps.
+func eventually(t testing.TB, timeout time.Duration, cond func() bool, msg string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s: "+msg, append([]any{timeout}, args...)...)
+		}
+		<-tick.C
+	}
+}
+
+// testContext is a context cancelled when the test ends.
+func testContext(t testing.TB) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// startManager runs a controller-runtime manager against the test
+// apiserver, with its cache limited to namespace ns, no metrics or health
+// servers, and the controllers that setup registers. It stops (and waits
+// for the manager to stop) when the test ends, or when the returned stop
+// function is called, e.g. to simulate an operator restart.
+func startManager(t testing.TB, ns string, setup func(mgr ctrl.Manager) error) (mgr ctrl.Manager, stop func()) {
+	t.Helper()
+	logs := &testWriter{t: t}
+	// Registered first, so it runs last: after the manager has stopped,
+	// stray log lines must not reach a finished test.
+	t.Cleanup(logs.close)
+	mgr, err := ctrl.NewManager(testEnv.Config, ctrl.Options{
+		Scheme:                 testEnv.Scheme,
+		Logger:                 funcr.New(logs.log, funcr.Options{Verbosity: 1}),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
+		// Every test starts its own manager with the same controller names.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatalf("creating manager: %v", err)
+	}
+	if err := setup(mgr); err != nil {
+		t.Fatalf("setting up controllers: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("manager stopped with error: %v", err)
+			}
+		case <-time.After(waitTimeout):
+			t.Errorf("manager did not stop within %s", waitTimeout)
+		}
+	}
+	t.Cleanup(stop)
+	return mgr, stop
+}
+
+// testWriter sends manager logs to the test log, so they show up only for
+// failing tests (or with -v).
+type testWriter struct {
+	mu     sync.Mutex
+	t      testing.TB
+	closed bool
+}
+
+func (w *testWriter) log(prefix, args string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.t.Log(prefix, args)
+	}
+}
+
+func (w *testWriter) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closed = true
+}
+
+// getObject reads obj (by its namespace and name) from the test apiserver,
+// uncached, failing the test on any error.
+func getObject(t testing.TB, obj client.Object) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := testEnv.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+		t.Fatalf("getting %T %s: %v", obj, client.ObjectKeyFromObject(obj), err)
+	}
+}
+
+// recordedEvents drains the events a FakeRecorder has recorded so far, each
+// as "<type> <reason> <note>".
+func recordedEvents(r *events.FakeRecorder) []string {
+	var out []string
+	for {
+		select {
+		case e := <-r.Events:
+			out = append(out, e)
+		default:
+			return out
+		}
+	}
+}

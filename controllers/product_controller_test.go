@@ -1,0 +1,504 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/md-platform/paytoview-operator/api/v1alpha1"
+	"github.com/md-platform/paytoview-operator/internal/stripe"
+)
+
+// fakeProductStripe is a ProductStripe whose behaviour each test chooses. A
+// call to a method the test did not set fails the reconcile with an error
+// the test sees.
+type fakeProductStripe struct {
+	createProduct func(stripe.CreateProductParams) (stripe.Product, error)
+	updateProduct func(string, stripe.UpdateProductParams) (stripe.Product, error)
+	createPrice   func(stripe.CreatePriceParams) (stripe.Price, error)
+	getPrice      func(string) (stripe.Price, error)
+	archivePrice  func(string) (stripe.Price, error)
+}
+
+var errUnexpectedCall = errors.New("unexpected Stripe call")
+
+func (f *fakeProductStripe) CreateProduct(_ context.Context, p stripe.CreateProductParams) (stripe.Product, error) {
+	if f.createProduct == nil {
+		return stripe.Product{}, errUnexpectedCall
+	}
+	return f.createProduct(p)
+}
+
+func (f *fakeProductStripe) UpdateProduct(_ context.Context, id string, p stripe.UpdateProductParams) (stripe.Product, error) {
+	if f.updateProduct == nil {
+		return stripe.Product{}, errUnexpectedCall
+	}
+	return f.updateProduct(id, p)
+}
+
+func (f *fakeProductStripe) CreatePrice(_ context.Context, p stripe.CreatePriceParams) (stripe.Price, error) {
+	if f.createPrice == nil {
+		return stripe.Price{}, errUnexpectedCall
+	}
+	return f.createPrice(p)
+}
+
+func (f *fakeProductStripe) GetPrice(_ context.Context, id string) (stripe.Price, error) {
+	if f.getPrice == nil {
+		return stripe.Price{}, errUnexpectedCall
+	}
+	return f.getPrice(id)
+}
+
+func (f *fakeProductStripe) ArchivePrice(_ context.Context, id string) (stripe.Price, error) {
+	if f.archivePrice == nil {
+		return stripe.Price{}, errUnexpectedCall
+	}
+	return f.archivePrice(id)
+}
+
+// Errors shaped like the ones *stripe.Client returns.
+func stripeUnavailable(retryAfter time.Duration) error {
+	return &stripe.Error{Op: "test", Kind: stripe.ErrorRetryable, HTTPStatus: 500, Type: "api_error",
+		Message: "An unknown error occurred", RetryAfter: retryAfter}
+}
+
+func stripeNoSuchPrice(id string) error {
+	return &stripe.Error{Op: stripe.OpGetPrice, Kind: stripe.ErrorTerminal, HTTPStatus: 404,
+		Type: "invalid_request_error", Code: "resource_missing", Message: "No such price: '" + id + "'"}
+}
+
+func stripeInvalid(msg string) error {
+	return &stripe.Error{Op: "test", Kind: stripe.ErrorTerminal, HTTPStatus: 400,
+		Type: "invalid_request_error", Message: msg}
+}
+
+// newTestProduct returns a Product (not yet created) selling a 7-day video
+// at 500 usd, or the referenced price when ref is set.
+func newTestProduct(ns, name, ref string) *v1alpha1.Product {
+	p := &v1alpha1.Product{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: v1alpha1.ProductSpec{
+			DisplayName:        "Seven days of a video",
+			EntityType:         v1alpha1.EntityTypeVideo,
+			AccessDurationDays: ptr.To[int32](7),
+		},
+	}
+	if ref != "" {
+		p.Spec.StripePriceRef = ref
+	} else {
+		p.Spec.Price = &v1alpha1.Price{Amount: 500, Currency: "usd"}
+	}
+	return p
+}
+
+func createObject(t *testing.T, obj client.Object) {
+	t.Helper()
+	if err := testEnv.Client.Create(testContext(t), obj); err != nil {
+		t.Fatalf("creating %T %s: %v", obj, client.ObjectKeyFromObject(obj), err)
+	}
+}
+
+// reconcileOnce runs one reconcile of obj's key, as the controller would.
+func reconcileOnce(t *testing.T, r reconcile.Reconciler, obj client.Object) (ctrl.Result, error) {
+	t.Helper()
+	return r.Reconcile(testContext(t), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(obj)})
+}
+
+func readyCondition(conds []metav1.Condition) metav1.Condition {
+	if c := meta.FindStatusCondition(conds, v1alpha1.ConditionReady); c != nil {
+		return *c
+	}
+	return metav1.Condition{}
+}
+
+func newTestProductReconciler(fake *fakeProductStripe) (*ProductReconciler, *events.FakeRecorder) {
+	rec := events.NewFakeRecorder(100)
+	return &ProductReconciler{Client: testEnv.Client, Stripe: fake, Recorder: rec}, rec
+}
+
+func TestProduct_PriceRefIsCheckedInStripe(t *testing.T) {
+	ns := testEnv.Namespace(t)
+	tests := []struct {
+		name        string
+		price       stripe.Price
+		err         error
+		wantStatus  metav1.ConditionStatus
+		wantReason  string
+		wantRecheck bool
+	}{
+		{
+			name:        "active one-time price is sold",
+			price:       stripe.Price{ID: "price_ok", ProductID: "prod_theirs", Active: true, Type: "one_time", UnitAmount: 1999, Currency: "eur"},
+			wantStatus:  metav1.ConditionTrue,
+			wantReason:  ProductReasonPriceReady,
+			wantRecheck: true,
+		},
+		{
+			name:       "unknown price is reported and waits for a spec change",
+			err:        stripeNoSuchPrice("price_missing"),
+			wantStatus: metav1.ConditionFalse,
+			wantReason: ProductReasonStripePriceNotFound,
+		},
+		{
+			name:        "archived price is reported and looked at again later",
+			price:       stripe.Price{ID: "price_old", ProductID: "prod_theirs", Active: false, Type: "one_time", UnitAmount: 1999, Currency: "eur"},
+			wantStatus:  metav1.ConditionFalse,
+			wantReason:  ProductReasonStripePriceInactive,
+			wantRecheck: true,
+		},
+		{
+			name:       "recurring price is refused",
+			price:      stripe.Price{ID: "price_sub", ProductID: "prod_theirs", Active: true, Type: "recurring", UnitAmount: 999, Currency: "usd"},
+			wantStatus: metav1.ConditionFalse,
+			wantReason: ProductReasonStripePriceNotOneTime,
+		},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ref := tt.price.ID
+			if ref == "" {
+				ref = "price_missing"
+			}
+			fake := &fakeProductStripe{getPrice: func(id string) (stripe.Price, error) {
+				if id != ref {
+					t.Errorf("GetPrice(%q), want %q", id, ref)
+				}
+				return tt.price, tt.err
+			}}
+			r, rec := newTestProductReconciler(fake)
+			p := newTestProduct(ns, "ref-"+string(rune('a'+i)), ref)
+			createObject(t, p)
+
+			res, err := reconcileOnce(t, r, p)
+			if err != nil {
+				t.Fatalf("reconcile: %v", err)
+			}
+			if got := res.RequeueAfter > 0; got != tt.wantRecheck {
+				t.Errorf("requeue after %s, want a recheck: %v", res.RequeueAfter, tt.wantRecheck)
+			}
+			getObject(t, p)
+			ready := readyCondition(p.Status.Conditions)
+			if ready.Status != tt.wantStatus || ready.Reason != tt.wantReason {
+				t.Fatalf("Ready = %s/%s (%s), want %s/%s", ready.Status, ready.Reason, ready.Message, tt.wantStatus, tt.wantReason)
+			}
+			if !strings.Contains(ready.Message, ref) {
+				t.Errorf("Ready message %q does not name the price %s", ready.Message, ref)
+			}
+			if p.Status.ObservedGeneration != p.Generation {
+				t.Errorf("observedGeneration = %d, want %d", p.Status.ObservedGeneration, p.Generation)
+			}
+			if tt.wantStatus == metav1.ConditionTrue {
+				if p.Status.StripePriceID != ref || p.Status.StripeProductID != "prod_theirs" ||
+					p.Status.Price == nil || *p.Status.Price != (v1alpha1.Price{Amount: 1999, Currency: "eur"}) {
+					t.Errorf("status = %+v, want the referenced price's id, product and amount", p.Status)
+				}
+			}
+			if evs := recordedEvents(rec); len(evs) == 0 || !strings.Contains(strings.Join(evs, "\n"), tt.wantReason) {
+				t.Errorf("events %q do not report %s", evs, tt.wantReason)
+			}
+		})
+	}
+}
+
+func TestProduct_StripeErrorsAreReported(t *testing.T) {
+	ns := testEnv.Namespace(t)
+	t.Run("retryable error waits for Retry-After", func(t *testing.T) {
+		fake := &fakeProductStripe{createProduct: func(stripe.CreateProductParams) (stripe.Product, error) {
+			return stripe.Product{}, stripeUnavailable(7 * time.Second)
+		}}
+		r, _ := newTestProductReconciler(fake)
+		p := newTestProduct(ns, "retry-after", "")
+		createObject(t, p)
+		res, err := reconcileOnce(t, r, p)
+		if err != nil || res.RequeueAfter != 7*time.Second {
+			t.Fatalf("reconcile = %+v, %v; want a requeue after Stripe's 7s Retry-After", res, err)
+		}
+		getObject(t, p)
+		if ready := readyCondition(p.Status.Conditions); ready.Reason != ProductReasonStripeUnavailable || ready.Status != metav1.ConditionFalse {
+			t.Fatalf("Ready = %+v, want False/%s", ready, ProductReasonStripeUnavailable)
+		}
+		if p.Status.ObservedGeneration == p.Generation {
+			t.Error("observedGeneration moved on although the spec is not in Stripe yet")
+		}
+	})
+	t.Run("retryable error without Retry-After backs off", func(t *testing.T) {
+		fake := &fakeProductStripe{createProduct: func(stripe.CreateProductParams) (stripe.Product, error) {
+			return stripe.Product{}, stripeUnavailable(0)
+		}}
+		r, _ := newTestProductReconciler(fake)
+		p := newTestProduct(ns, "backoff", "")
+		createObject(t, p)
+		// A returned error makes the work queue back off exponentially.
+		if _, err := reconcileOnce(t, r, p); !stripe.IsRetryable(err) || errors.Is(err, reconcile.TerminalError(nil)) {
+			t.Fatalf("reconcile error = %v, want the retryable Stripe error", err)
+		}
+	})
+	t.Run("rejection is terminal and shows Stripe's message", func(t *testing.T) {
+		fake := &fakeProductStripe{createProduct: func(stripe.CreateProductParams) (stripe.Product, error) {
+			return stripe.Product{}, stripeInvalid("Your account cannot create products.")
+		}}
+		r, _ := newTestProductReconciler(fake)
+		p := newTestProduct(ns, "rejected", "")
+		createObject(t, p)
+		if _, err := reconcileOnce(t, r, p); !errors.Is(err, reconcile.TerminalError(nil)) {
+			t.Fatalf("reconcile error = %v, want a terminal error", err)
+		}
+		getObject(t, p)
+		ready := readyCondition(p.Status.Conditions)
+		if ready.Reason != ProductReasonStripeRejected || ready.Message != "Your account cannot create products." {
+			t.Fatalf("Ready = %+v, want %s with Stripe's message", ready, ProductReasonStripeRejected)
+		}
+	})
+}
+
+// fakeCatalog is a minimal in-memory Stripe catalog for fake-driven tests
+// that need state across calls.
+type fakeCatalog struct {
+	products map[string]*stripe.Product
+	prices   map[string]*stripe.Price
+	names    map[string]string
+	n        int
+	// failArchive, when set, is returned by the next ArchivePrice calls.
+	failArchive error
+}
+
+func newFakeCatalog() *fakeCatalog {
+	return &fakeCatalog{products: map[string]*stripe.Product{}, prices: map[string]*stripe.Price{}, names: map[string]string{}}
+}
+
+func (c *fakeCatalog) id(prefix string) string {
+	c.n++
+	return fmt.Sprintf("%s%d", prefix, c.n)
+}
+
+func (c *fakeCatalog) stripe() *fakeProductStripe {
+	return &fakeProductStripe{
+		createProduct: func(p stripe.CreateProductParams) (stripe.Product, error) {
+			prod := &stripe.Product{ID: c.id("prod_"), Active: true}
+			c.products[prod.ID] = prod
+			c.names[prod.ID] = p.Name
+			return *prod, nil
+		},
+		updateProduct: func(id string, p stripe.UpdateProductParams) (stripe.Product, error) {
+			prod, ok := c.products[id]
+			if !ok {
+				return stripe.Product{}, stripeNoSuchPrice(id)
+			}
+			if p.Active != nil {
+				prod.Active = *p.Active
+			}
+			if p.Name != nil {
+				c.names[id] = *p.Name
+			}
+			return *prod, nil
+		},
+		createPrice: func(p stripe.CreatePriceParams) (stripe.Price, error) {
+			pr := &stripe.Price{ID: c.id("price_"), ProductID: p.ProductID, Active: true, Type: "one_time", UnitAmount: p.Amount, Currency: p.Currency}
+			c.prices[pr.ID] = pr
+			return *pr, nil
+		},
+		getPrice: func(id string) (stripe.Price, error) {
+			pr, ok := c.prices[id]
+			if !ok {
+				return stripe.Price{}, stripeNoSuchPrice(id)
+			}
+			return *pr, nil
+		},
+		archivePrice: func(id string) (stripe.Price, error) {
+			if c.failArchive != nil {
+				return stripe.Price{}, c.failArchive
+			}
+			pr, ok := c.prices[id]
+			if !ok {
+				return stripe.Price{}, stripeNoSuchPrice(id)
+			}
+			pr.Active = false
+			return *pr, nil
+		},
+	}
+}
+
+func updateSpec(t *testing.T, p *v1alpha1.Product, mutate func(*v1alpha1.ProductSpec)) {
+	t.Helper()
+	getObject(t, p)
+	mutate(&p.Spec)
+	if err := testEnv.Client.Update(testContext(t), p); err != nil {
+		t.Fatalf("updating Product %s: %v", p.Name, err)
+	}
+}
+
+func TestProduct_OldPriceIsArchivedBeforeTheNewOneIsRecorded(t *testing.T) {
+	ns := testEnv.Namespace(t)
+	cat := newFakeCatalog()
+	r, _ := newTestProductReconciler(cat.stripe())
+	p := newTestProduct(ns, "reprice", "")
+	createObject(t, p)
+	if _, err := reconcileOnce(t, r, p); err != nil {
+		t.Fatalf("first reconcile: %v", err)
+	}
+	getObject(t, p)
+	oldPrice := p.Status.StripePriceID
+
+	updateSpec(t, p, func(s *v1alpha1.ProductSpec) { s.Price.Amount = 700 })
+	cat.failArchive = stripeUnavailable(0)
+	if _, err := reconcileOnce(t, r, p); !stripe.IsRetryable(err) {
+		t.Fatalf("reconcile while archiving fails = %v, want the retryable error", err)
+	}
+	getObject(t, p)
+	if p.Status.StripePriceID != oldPrice || p.Annotations[annotationManagedStripePrice] != oldPrice {
+		t.Fatalf("after a failed archive, status price %s / annotation %s; want the old price %s kept until it is archived",
+			p.Status.StripePriceID, p.Annotations[annotationManagedStripePrice], oldPrice)
+	}
+	if ready := readyCondition(p.Status.Conditions); ready.Reason != ProductReasonStripeUnavailable {
+		t.Errorf("Ready reason = %s, want %s", ready.Reason, ProductReasonStripeUnavailable)
+	}
+
+	cat.failArchive = nil
+	if _, err := reconcileOnce(t, r, p); err != nil {
+		t.Fatalf("reconcile after Stripe recovered: %v", err)
+	}
+	getObject(t, p)
+	if p.Status.StripePriceID == oldPrice || p.Status.Price.Amount != 700 {
+		t.Fatalf("status = %+v, want a new 700 usd price", p.Status)
+	}
+	if cat.prices[oldPrice].Active {
+		t.Errorf("old price %s is still active", oldPrice)
+	}
+	if ready := readyCondition(p.Status.Conditions); ready.Status != metav1.ConditionTrue {
+		t.Errorf("Ready = %+v, want True", ready)
+	}
+}
+
+func TestProduct_SwitchingToPriceRefRetiresOwnObjectsAndBack(t *testing.T) {
+	ns := testEnv.Namespace(t)
+	cat := newFakeCatalog()
+	cat.prices["price_theirs"] = &stripe.Price{ID: "price_theirs", ProductID: "prod_theirs", Active: true, Type: "one_time", UnitAmount: 300, Currency: "usd"}
+	cat.products["prod_theirs"] = &stripe.Product{ID: "prod_theirs", Active: true}
+	r, _ := newTestProductReconciler(cat.stripe())
+	p := newTestProduct(ns, "switch", "")
+	createObject(t, p)
+	if _, err := reconcileOnce(t, r, p); err != nil {
+		t.Fatalf("first reconcile: %v", err)
+	}
+	getObject(t, p)
+	ownProduct, ownPrice := p.Status.StripeProductID, p.Status.StripePriceID
+
+	updateSpec(t, p, func(s *v1alpha1.ProductSpec) { s.Price, s.StripePriceRef = nil, "price_theirs" })
+	if _, err := reconcileOnce(t, r, p); err != nil {
+		t.Fatalf("reconcile with a reference: %v", err)
+	}
+	getObject(t, p)
+	if p.Status.StripePriceID != "price_theirs" || p.Status.StripeProductID != "prod_theirs" {
+		t.Fatalf("status = %+v, want the referenced price and its product", p.Status)
+	}
+	if cat.prices[ownPrice].Active || cat.products[ownProduct].Active {
+		t.Errorf("own price active=%v, own product active=%v; want both archived", cat.prices[ownPrice].Active, cat.products[ownProduct].Active)
+	}
+	if !cat.prices["price_theirs"].Active || !cat.products["prod_theirs"].Active {
+		t.Error("the referenced price or its product was archived; the operator does not own them")
+	}
+
+	updateSpec(t, p, func(s *v1alpha1.ProductSpec) {
+		s.Price, s.StripePriceRef = &v1alpha1.Price{Amount: 900, Currency: "usd"}, ""
+	})
+	if _, err := reconcileOnce(t, r, p); err != nil {
+		t.Fatalf("reconcile back to a price: %v", err)
+	}
+	getObject(t, p)
+	if p.Status.StripeProductID != ownProduct || !cat.products[ownProduct].Active {
+		t.Errorf("status product %s (active=%v), want own product %s reused and unarchived",
+			p.Status.StripeProductID, cat.products[ownProduct].Active, ownProduct)
+	}
+	if p.Status.StripePriceID == "price_theirs" || p.Status.Price.Amount != 900 {
+		t.Errorf("status = %+v, want a new own 900 usd price", p.Status)
+	}
+	if !cat.prices["price_theirs"].Active {
+		t.Error("the referenced price was archived when the Product stopped using it")
+	}
+}
+
+func TestProduct_DeletionGivesUpOnStripeAfterCleanupTimeout(t *testing.T) {
+	ns := testEnv.Namespace(t)
+	cat := newFakeCatalog()
+	clk := clocktesting.NewFakePassiveClock(time.Now())
+	r, rec := newTestProductReconciler(cat.stripe())
+	r.Clock = clk
+	r.CleanupTimeout = 10 * time.Minute
+	p := newTestProduct(ns, "outage", "")
+	createObject(t, p)
+	if _, err := reconcileOnce(t, r, p); err != nil {
+		t.Fatalf("first reconcile: %v", err)
+	}
+	getObject(t, p)
+	price, product := p.Status.StripePriceID, p.Status.StripeProductID
+	recordedEvents(rec)
+
+	// Stripe goes down, then the Product is deleted.
+	outage := stripeUnavailable(0)
+	cat.failArchive = outage
+	if err := testEnv.Client.Delete(testContext(t), p); err != nil {
+		t.Fatalf("deleting: %v", err)
+	}
+	getObject(t, p)
+	clk.SetTime(p.DeletionTimestamp.Add(time.Minute))
+	res, err := reconcileOnce(t, r, p)
+	if err != nil || res.RequeueAfter <= 0 || res.RequeueAfter > 9*time.Minute {
+		t.Fatalf("reconcile during the outage = %+v, %v; want a requeue before the give-up time", res, err)
+	}
+	getObject(t, p)
+	if len(p.Finalizers) == 0 {
+		t.Fatal("finalizer released while Stripe was down and the timeout not reached")
+	}
+
+	clk.SetTime(p.DeletionTimestamp.Add(10*time.Minute + time.Second))
+	if _, err := reconcileOnce(t, r, p); err != nil {
+		t.Fatalf("reconcile after the timeout: %v", err)
+	}
+	err = testEnv.Client.Get(testContext(t), client.ObjectKeyFromObject(p), p)
+	if !apierrors.IsNotFound(err) {
+		t.Fatalf("Product still there after the cleanup timeout (err=%v, finalizers=%v)", err, p.Finalizers)
+	}
+	evs := strings.Join(recordedEvents(rec), "\n")
+	if !strings.Contains(evs, "Warning "+eventReasonStripeCleanupAbandoned+" Deleted without archiving price "+price) {
+		t.Errorf("events %q: want a Warning naming price %s, left in Stripe", evs, price)
+	}
+	if cat.products[product].Active {
+		t.Errorf("product %s was not archived although Stripe accepted that call", product)
+	}
+}
+
+func TestCleanupRetryDelay(t *testing.T) {
+	tests := []struct {
+		name                       string
+		waited, timeout, retryAftr time.Duration
+		want                       time.Duration
+	}{
+		{"first retry after a second", 0, 10 * time.Minute, 0, time.Second},
+		{"half the time waited", 20 * time.Second, 10 * time.Minute, 0, 10 * time.Second},
+		{"at most a minute", 5 * time.Minute, 10 * time.Minute, 0, time.Minute},
+		{"Retry-After wins when longer", 4 * time.Second, 10 * time.Minute, 30 * time.Second, 30 * time.Second},
+		{"never past the give-up time", 9*time.Minute + 50*time.Second, 10 * time.Minute, 0, 10 * time.Second},
+		{"at least a second at the give-up time", 10 * time.Minute, 10 * time.Minute, 0, time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := cleanupRetryDelay(tt.waited, tt.timeout, tt.retryAftr); got != tt.want {
+				t.Errorf("cleanupRetryDelay(%s, %s, %s) = %s, want %s", tt.waited, tt.timeout, tt.retryAftr, got, tt.want)
+			}
+		})
+	}
+}
