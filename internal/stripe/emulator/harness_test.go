@@ -30,14 +30,14 @@ const (
 // and a webhook endpoint that verifies every delivery with stripe-go's own
 // verifier.
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	em   *emulator.Emulator
 	srv  *httptest.Server
 	sc   *client.API
 	recv *receiver
 }
 
-func newHarness(t *testing.T, tweak ...func(*emulator.Options)) *harness {
+func newHarness(t testing.TB, tweak ...func(*emulator.Options)) *harness {
 	t.Helper()
 	recv := &receiver{secret: testSecret, changed: make(chan struct{}, 1)}
 	hookSrv := httptest.NewServer(recv)
@@ -125,7 +125,7 @@ func (rc *receiver) snapshot() []stripego.Event {
 
 // waitFor waits until cond holds for the received events, or fails the test
 // after waitLimit.
-func (rc *receiver) waitFor(t *testing.T, what string, cond func([]stripego.Event) bool) []stripego.Event {
+func (rc *receiver) waitFor(t testing.TB, what string, cond func([]stripego.Event) bool) []stripego.Event {
 	t.Helper()
 	deadline := time.NewTimer(waitLimit)
 	defer deadline.Stop()
