@@ -9,10 +9,10 @@
 //
 // Flags default to environment variables of the same meaning:
 //
-//	-listen          STRIPE_EMULATOR_LISTEN          address to listen on (default 127.0.0.1:12112; port 0 picks one)
+//	-listen, -addr   STRIPE_EMULATOR_LISTEN          address to listen on (default 127.0.0.1:12112; port 0 picks one)
 //	-api-key         STRIPE_EMULATOR_API_KEY         the only secret key accepted (default: any sk_test_ key)
 //	-webhook-url     STRIPE_EMULATOR_WEBHOOK_URL     where events are POSTed (settable later via /_emulator/v1/webhooks/endpoint)
-//	-webhook-secret  STRIPE_EMULATOR_WEBHOOK_SECRET  the endpoint's whsec_ signing secret (default: generated)
+//	-webhook-secret  STRIPE_EMULATOR_WEBHOOK_SECRET  the endpoint's whsec_ signing secret (or STRIPE_WEBHOOK_SECRET; default: generated)
 //	-v               STRIPE_EMULATOR_VERBOSITY       log verbosity (1 logs every request)
 //
 // It stops gracefully on SIGINT or SIGTERM.
@@ -58,9 +58,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs := flag.NewFlagSet("stripe-emulator", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", envOr("STRIPE_EMULATOR_LISTEN", "127.0.0.1:12112"), "address to listen on; port 0 picks a free one")
+	fs.StringVar(listen, "addr", *listen, "alias of -listen")
 	apiKey := fs.String("api-key", getenv("STRIPE_EMULATOR_API_KEY"), "the only secret key accepted; empty accepts any sk_test_ key")
 	webhookURL := fs.String("webhook-url", getenv("STRIPE_EMULATOR_WEBHOOK_URL"), "URL events are POSTed to; empty records events without delivering them")
-	webhookSecret := fs.String("webhook-secret", getenv("STRIPE_EMULATOR_WEBHOOK_SECRET"), "whsec_ secret deliveries are signed with; empty generates one")
+	// STRIPE_WEBHOOK_SECRET is the operator's name for the same secret, so
+	// one environment serves both processes.
+	webhookSecret := fs.String("webhook-secret", envOr("STRIPE_EMULATOR_WEBHOOK_SECRET", getenv("STRIPE_WEBHOOK_SECRET")), "whsec_ secret deliveries are signed with; empty generates one")
 	verbosity := fs.Int("v", 0, "log verbosity; 1 logs every request")
 	if v := getenv("STRIPE_EMULATOR_VERBOSITY"); v != "" {
 		n, err := strconv.Atoi(v)

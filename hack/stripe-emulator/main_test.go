@@ -75,3 +75,29 @@ func TestRun_RejectsBadFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestRun_AcceptsAddrAliasAndOperatorSecretVariable(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	outR, outW := io.Pipe()
+	env := map[string]string{"STRIPE_WEBHOOK_SECRET": "whsec_from_operator_env"}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--addr=127.0.0.1:0"}, func(k string) string { return env[k] }, outW, io.Discard)
+		outW.Close()
+	}()
+	lines := bufio.NewScanner(outR)
+	if !lines.Scan() || !strings.HasPrefix(lines.Text(), "STRIPE_API_BASE=http://127.0.0.1:") {
+		t.Fatalf("first line %q", lines.Text())
+	}
+	cancel()
+	// A secret taken from the environment is not printed.
+	for lines.Scan() {
+		if strings.HasPrefix(lines.Text(), "STRIPE_WEBHOOK_SECRET=") {
+			t.Errorf("printed a secret it was given: %q", lines.Text())
+		}
+	}
+	if err := <-done; err != nil {
+		t.Errorf("run: %v", err)
+	}
+}
