@@ -7,11 +7,13 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/md-platform/paytoview-operator/api/v1alpha1"
 	"github.com/md-platform/paytoview-operator/internal/naming"
 	"github.com/md-platform/paytoview-operator/internal/stripe"
+	"github.com/md-platform/paytoview-operator/internal/stripe/emulator"
 )
 
 // fakeCustomerStripe is a CustomerStripe whose answer each test chooses.
@@ -54,7 +56,7 @@ func TestCustomer_CreatedOnceAfterStripeRecovers(t *testing.T) {
 		t.Fatalf("reconcile during an outage = %v, want the retryable error (backoff)", err)
 	}
 	getObject(t, c)
-	if ready := readyCondition(c.Status.Conditions); ready.Status != metav1.ConditionFalse || ready.Reason != CustomerReasonStripeUnavailable {
+	if ready := conditionReady(c.Status.Conditions); ready.Status != metav1.ConditionFalse || ready.Reason != CustomerReasonStripeUnavailable {
 		t.Fatalf("Ready = %+v, want False/%s", ready, CustomerReasonStripeUnavailable)
 	}
 
@@ -68,7 +70,7 @@ func TestCustomer_CreatedOnceAfterStripeRecovers(t *testing.T) {
 	if c.Status.StripeCustomerID != "cus_1" {
 		t.Fatalf("stripeCustomerId = %q, want cus_1", c.Status.StripeCustomerID)
 	}
-	if ready := readyCondition(c.Status.Conditions); ready.Status != metav1.ConditionTrue || ready.Reason != CustomerReasonCreated {
+	if ready := conditionReady(c.Status.Conditions); ready.Status != metav1.ConditionTrue || ready.Reason != CustomerReasonCreated {
 		t.Fatalf("Ready = %+v, want True/%s", ready, CustomerReasonCreated)
 	}
 	if c.Status.ObservedGeneration != c.Generation {
@@ -101,8 +103,60 @@ func TestCustomer_RejectionIsTerminal(t *testing.T) {
 		t.Fatalf("reconcile = %v, want a terminal error", err)
 	}
 	getObject(t, c)
-	ready := readyCondition(c.Status.Conditions)
+	ready := conditionReady(c.Status.Conditions)
 	if ready.Reason != CustomerReasonStripeRejected || ready.Message != "Invalid email address: x" {
 		t.Fatalf("Ready = %+v, want %s with Stripe's message", ready, CustomerReasonStripeRejected)
+	}
+}
+
+func TestCustomer_OneStripeCustomerAcrossLostAnswersAndRestarts(t *testing.T) {
+	ns := testEnv.Namespace(t)
+	em, sc := newEmulatedStripe(t)
+	start := func() (stop func()) {
+		_, stop = startManager(t, ns, func(mgr ctrl.Manager) error {
+			return (&CustomerReconciler{
+				Client:   mgr.GetClient(),
+				Stripe:   sc,
+				Recorder: mgr.GetEventRecorder("paytoview-operator"),
+			}).SetupWithManager(mgr)
+		})
+		return stop
+	}
+	// Stripe creates the customer but its answer is lost: the retry must get
+	// the same customer back through the idempotency key, not a second one.
+	if _, err := em.AddFault(emulator.Fault{Operation: stripe.OpCreateCustomer, Status: 500, AfterProcessing: true, Count: 1}); err != nil {
+		t.Fatalf("adding fault: %v", err)
+	}
+	stop := start()
+	c := newTestCustomer(ns, "google-oauth2|1234567890", "viewer@example.com")
+	createObject(t, c)
+	eventually(t, waitTimeout, func() bool {
+		getObject(t, c)
+		ready := conditionReady(c.Status.Conditions)
+		return ready.Status == metav1.ConditionTrue && ready.Reason == CustomerReasonCreated
+	}, "Customer %s did not become Ready", c.Name)
+
+	customers := em.State().Customers
+	if len(customers) != 1 {
+		t.Fatalf("%d Stripe customers, want 1", len(customers))
+	}
+	if cus := customers[0]; cus.ID != c.Status.StripeCustomerID || cus.Metadata[stripe.MetaUserID] != "google-oauth2|1234567890" || cus.Email != "viewer@example.com" {
+		t.Errorf("Stripe customer = %+v, want id %s with the user id in metadata and the email", cus, c.Status.StripeCustomerID)
+	}
+
+	// A restarted operator reconciles every Customer again; a spec change
+	// makes sure this one was looked at after the restart.
+	stop()
+	start()
+	c.Spec.Email = "new-address@example.com"
+	if err := testEnv.Client.Update(testContext(t), c); err != nil {
+		t.Fatalf("updating Customer: %v", err)
+	}
+	eventually(t, waitTimeout, func() bool {
+		getObject(t, c)
+		return c.Status.ObservedGeneration == c.Generation
+	}, "the restarted controller did not reconcile Customer %s", c.Name)
+	if n := len(em.State().Customers); n != 1 {
+		t.Fatalf("%d Stripe customers after a restart, want still 1", n)
 	}
 }

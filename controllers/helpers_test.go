@@ -3,11 +3,13 @@ package controllers
 import (
 	"context"
 	"errors"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr/funcr"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -15,6 +17,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/md-platform/paytoview-operator/internal/stripe"
+	"github.com/md-platform/paytoview-operator/internal/stripe/emulator"
 )
 
 // Generic helpers for the controllers' envtest tests. Names are generic on
@@ -27,15 +32,25 @@ const waitTimeout = 30 * time.Second
 // it has not within timeout. It is the only way tests wait: no sleeps.
 func eventually(t testing.TB, timeout time.Duration, cond func() bool, msg string, args ...any) {
 	t.Helper()
+	if !poll(timeout, cond) {
+		t.Fatalf("timed out after %s: "+msg, append([]any{timeout}, args...)...)
+	}
+}
+
+// poll calls cond every 20ms until it returns true (poll returns true) or
+// timeout has passed (poll returns false). Callers that want to report the
+// last state they saw use it instead of eventually.
+func poll(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s: "+msg, append([]any{timeout}, args...)...)
+			return false
 		}
 		<-tick.C
 	}
+	return true
 }
 
 // testContext is a context cancelled when the test ends.
@@ -125,6 +140,43 @@ func getObject(t testing.TB, obj client.Object) {
 	if err := testEnv.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
 		t.Fatalf("getting %T %s: %v", obj, client.ObjectKeyFromObject(obj), err)
 	}
+}
+
+// newEmulatedStripe runs the Stripe emulator on a real socket for one test
+// and returns it with a *stripe.Client pointed at it. The client does not
+// retry by itself: retrying is the controllers' job.
+func newEmulatedStripe(t testing.TB) (*emulator.Emulator, *stripe.Client) {
+	t.Helper()
+	em := emulator.New(emulator.Options{})
+	srv := httptest.NewServer(em)
+	t.Cleanup(func() {
+		srv.Close()
+		em.Close()
+	})
+	sc, err := stripe.New(stripe.Config{SecretKey: "sk_test_controllers", APIBase: srv.URL, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("creating Stripe client: %v", err)
+	}
+	return em, sc
+}
+
+// kubeEvents lists the Kubernetes Events (events.k8s.io) about the object
+// named name in namespace ns, as "<type> <reason>: <note>".
+func kubeEvents(t testing.TB, ns, name string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	var list eventsv1.EventList
+	if err := testEnv.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		t.Fatalf("listing events in %s: %v", ns, err)
+	}
+	var out []string
+	for _, e := range list.Items {
+		if e.Regarding.Name == name {
+			out = append(out, e.Type+" "+e.Reason+": "+e.Note)
+		}
+	}
+	return out
 }
 
 // recordedEvents drains the events a FakeRecorder has recorded so far, each

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,9 +19,12 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/yaml"
 
 	"github.com/md-platform/paytoview-operator/api/v1alpha1"
 	"github.com/md-platform/paytoview-operator/internal/stripe"
+	"github.com/md-platform/paytoview-operator/internal/stripe/emulator"
+	"github.com/md-platform/paytoview-operator/internal/testenv"
 )
 
 // fakeProductStripe is a ProductStripe whose behaviour each test chooses. A
@@ -118,7 +123,7 @@ func reconcileOnce(t *testing.T, r reconcile.Reconciler, obj client.Object) (ctr
 	return r.Reconcile(testContext(t), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(obj)})
 }
 
-func readyCondition(conds []metav1.Condition) metav1.Condition {
+func conditionReady(conds []metav1.Condition) metav1.Condition {
 	if c := meta.FindStatusCondition(conds, v1alpha1.ConditionReady); c != nil {
 		return *c
 	}
@@ -191,7 +196,7 @@ func TestProduct_PriceRefIsCheckedInStripe(t *testing.T) {
 				t.Errorf("requeue after %s, want a recheck: %v", res.RequeueAfter, tt.wantRecheck)
 			}
 			getObject(t, p)
-			ready := readyCondition(p.Status.Conditions)
+			ready := conditionReady(p.Status.Conditions)
 			if ready.Status != tt.wantStatus || ready.Reason != tt.wantReason {
 				t.Fatalf("Ready = %s/%s (%s), want %s/%s", ready.Status, ready.Reason, ready.Message, tt.wantStatus, tt.wantReason)
 			}
@@ -228,7 +233,7 @@ func TestProduct_StripeErrorsAreReported(t *testing.T) {
 			t.Fatalf("reconcile = %+v, %v; want a requeue after Stripe's 7s Retry-After", res, err)
 		}
 		getObject(t, p)
-		if ready := readyCondition(p.Status.Conditions); ready.Reason != ProductReasonStripeUnavailable || ready.Status != metav1.ConditionFalse {
+		if ready := conditionReady(p.Status.Conditions); ready.Reason != ProductReasonStripeUnavailable || ready.Status != metav1.ConditionFalse {
 			t.Fatalf("Ready = %+v, want False/%s", ready, ProductReasonStripeUnavailable)
 		}
 		if p.Status.ObservedGeneration == p.Generation {
@@ -258,7 +263,7 @@ func TestProduct_StripeErrorsAreReported(t *testing.T) {
 			t.Fatalf("reconcile error = %v, want a terminal error", err)
 		}
 		getObject(t, p)
-		ready := readyCondition(p.Status.Conditions)
+		ready := conditionReady(p.Status.Conditions)
 		if ready.Reason != ProductReasonStripeRejected || ready.Message != "Your account cannot create products." {
 			t.Fatalf("Ready = %+v, want %s with Stripe's message", ready, ProductReasonStripeRejected)
 		}
@@ -363,7 +368,7 @@ func TestProduct_OldPriceIsArchivedBeforeTheNewOneIsRecorded(t *testing.T) {
 		t.Fatalf("after a failed archive, status price %s / annotation %s; want the old price %s kept until it is archived",
 			p.Status.StripePriceID, p.Annotations[annotationManagedStripePrice], oldPrice)
 	}
-	if ready := readyCondition(p.Status.Conditions); ready.Reason != ProductReasonStripeUnavailable {
+	if ready := conditionReady(p.Status.Conditions); ready.Reason != ProductReasonStripeUnavailable {
 		t.Errorf("Ready reason = %s, want %s", ready.Reason, ProductReasonStripeUnavailable)
 	}
 
@@ -378,7 +383,7 @@ func TestProduct_OldPriceIsArchivedBeforeTheNewOneIsRecorded(t *testing.T) {
 	if cat.prices[oldPrice].Active {
 		t.Errorf("old price %s is still active", oldPrice)
 	}
-	if ready := readyCondition(p.Status.Conditions); ready.Status != metav1.ConditionTrue {
+	if ready := conditionReady(p.Status.Conditions); ready.Status != metav1.ConditionTrue {
 		t.Errorf("Ready = %+v, want True", ready)
 	}
 }
@@ -500,5 +505,336 @@ func TestCleanupRetryDelay(t *testing.T) {
 				t.Errorf("cleanupRetryDelay(%s, %s, %s) = %s, want %s", tt.waited, tt.timeout, tt.retryAftr, got, tt.want)
 			}
 		})
+	}
+}
+
+// The tests below run the controller in a manager against the Stripe
+// emulator: real HTTP, real stripe-go wire format, idempotency and faults.
+
+// productHarness is a Product controller running against the emulator in a
+// namespace of its own.
+type productHarness struct {
+	ns string
+	em *emulator.Emulator
+	sc *stripe.Client
+}
+
+func startProductController(t *testing.T, tweak func(*ProductReconciler)) *productHarness {
+	t.Helper()
+	h := &productHarness{ns: testEnv.Namespace(t)}
+	h.em, h.sc = newEmulatedStripe(t)
+	startManager(t, h.ns, func(mgr ctrl.Manager) error {
+		r := &ProductReconciler{
+			Client:   mgr.GetClient(),
+			Stripe:   h.sc,
+			Recorder: mgr.GetEventRecorder("paytoview-operator"),
+		}
+		if tweak != nil {
+			tweak(r)
+		}
+		return r.SetupWithManager(mgr)
+	})
+	return h
+}
+
+// waitReady waits until the Product's Ready condition describes its current
+// generation with the given status and reason, and returns the Product.
+func waitReady(t *testing.T, p *v1alpha1.Product, status metav1.ConditionStatus, reason string) {
+	t.Helper()
+	var last metav1.Condition
+	if !poll(waitTimeout, func() bool {
+		getObject(t, p)
+		last = conditionReady(p.Status.Conditions)
+		return last.ObservedGeneration == p.Generation && last.Status == status && last.Reason == reason
+	}) {
+		t.Fatalf("Product %s generation %d: Ready %s/%s (%q, generation %d), want %s/%s",
+			p.Name, p.Generation, last.Status, last.Reason, last.Message, last.ObservedGeneration, status, reason)
+	}
+}
+
+func (h *productHarness) product(t *testing.T, id string) emulator.Product {
+	t.Helper()
+	for _, p := range h.em.State().Products {
+		if p.ID == id {
+			return p
+		}
+	}
+	t.Fatalf("the emulator has no product %s", id)
+	return emulator.Product{}
+}
+
+func (h *productHarness) price(t *testing.T, id string) emulator.Price {
+	t.Helper()
+	for _, p := range h.em.State().Prices {
+		if p.ID == id {
+			return p
+		}
+	}
+	t.Fatalf("the emulator has no price %s", id)
+	return emulator.Price{}
+}
+
+func hasEvent(evs []string, prefix string) bool {
+	for _, e := range evs {
+		if strings.HasPrefix(e, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestProduct_SyncsPriceNameAndActiveWithStripe(t *testing.T) {
+	h := startProductController(t, nil)
+	p := newTestProduct(h.ns, "video-week", "")
+	createObject(t, p)
+
+	waitReady(t, p, metav1.ConditionTrue, ProductReasonPriceReady)
+	if p.Status.StripeProductID == "" || p.Status.StripePriceID == "" ||
+		p.Status.Price == nil || *p.Status.Price != (v1alpha1.Price{Amount: 500, Currency: "usd"}) {
+		t.Fatalf("status = %+v, want Stripe ids and 500 usd", p.Status)
+	}
+	if p.Status.ObservedGeneration != p.Generation {
+		t.Errorf("observedGeneration = %d, want %d", p.Status.ObservedGeneration, p.Generation)
+	}
+	prod := h.product(t, p.Status.StripeProductID)
+	if prod.Name != "Seven days of a video" || !prod.Active ||
+		prod.Metadata[stripe.MetaProductID] != "video-week" || prod.Metadata[stripe.MetaEntityType] != "1" {
+		t.Errorf("Stripe product = %+v, want the display name, active, payToViewProductId and entityType 1", prod)
+	}
+	firstPrice := h.price(t, p.Status.StripePriceID)
+	if !firstPrice.Active || firstPrice.ProductID != prod.ID || firstPrice.UnitAmount != 500 || firstPrice.Currency != "usd" {
+		t.Errorf("Stripe price = %+v, want an active 500 usd price of %s", firstPrice, prod.ID)
+	}
+
+	t.Log("a price change makes a new price and archives the old one")
+	updateSpec(t, p, func(s *v1alpha1.ProductSpec) { s.Price.Amount = 700 })
+	waitReady(t, p, metav1.ConditionTrue, ProductReasonPriceReady)
+	if p.Status.StripePriceID == firstPrice.ID || p.Status.Price.Amount != 700 {
+		t.Fatalf("status = %+v, want a new 700 usd price", p.Status)
+	}
+	if newPrice := h.price(t, p.Status.StripePriceID); !newPrice.Active || newPrice.UnitAmount != 700 || newPrice.ProductID != prod.ID {
+		t.Errorf("new Stripe price = %+v, want an active 700 usd price of the same product", newPrice)
+	}
+	if h.price(t, firstPrice.ID).Active {
+		t.Errorf("old price %s still active", firstPrice.ID)
+	}
+
+	t.Log("a display name change updates the Stripe product, not the price")
+	priceBefore := p.Status.StripePriceID
+	updateSpec(t, p, func(s *v1alpha1.ProductSpec) { s.DisplayName = "A week with this video" })
+	waitReady(t, p, metav1.ConditionTrue, ProductReasonPriceReady)
+	eventually(t, waitTimeout, func() bool {
+		getObject(t, p)
+		return p.Status.ObservedGeneration == p.Generation
+	}, "observedGeneration did not reach the new generation")
+	if got := h.product(t, prod.ID).Name; got != "A week with this video" {
+		t.Errorf("Stripe product name = %q, want the new display name", got)
+	}
+	if p.Status.StripePriceID != priceBefore {
+		t.Errorf("a name change replaced the price %s with %s", priceBefore, p.Status.StripePriceID)
+	}
+
+	t.Log("active=false archives the Stripe product and stops sales")
+	updateSpec(t, p, func(s *v1alpha1.ProductSpec) { s.Active = ptr.To(false) })
+	waitReady(t, p, metav1.ConditionFalse, ProductReasonInactive)
+	if h.product(t, prod.ID).Active {
+		t.Error("Stripe product still active after spec.active=false")
+	}
+
+	t.Log("active=true unarchives it")
+	updateSpec(t, p, func(s *v1alpha1.ProductSpec) { s.Active = ptr.To(true) })
+	waitReady(t, p, metav1.ConditionTrue, ProductReasonPriceReady)
+	if !h.product(t, prod.ID).Active {
+		t.Error("Stripe product still archived after spec.active=true")
+	}
+
+	var evs []string
+	if !poll(waitTimeout, func() bool {
+		evs = kubeEvents(t, h.ns, p.Name)
+		return hasEvent(evs, "Normal StripeProductCreated") && hasEvent(evs, "Normal StripePriceCreated") &&
+			hasEvent(evs, "Normal StripePriceArchived") && hasEvent(evs, "Normal "+ProductReasonInactive)
+	}) {
+		t.Errorf("events %q do not tell the Product's story", evs)
+	}
+
+	t.Log("deletion archives the product and its price, then releases the finalizer")
+	if err := testEnv.Client.Delete(testContext(t), p); err != nil {
+		t.Fatalf("deleting: %v", err)
+	}
+	eventually(t, waitTimeout, func() bool {
+		return apierrors.IsNotFound(testEnv.Client.Get(testContext(t), client.ObjectKeyFromObject(p), &v1alpha1.Product{}))
+	}, "Product %s was not deleted", p.Name)
+	if h.product(t, prod.ID).Active || h.price(t, p.Status.StripePriceID).Active {
+		t.Error("deleted Product left an active Stripe product or price")
+	}
+}
+
+func TestProduct_PriceRefIsValidatedAgainstStripe(t *testing.T) {
+	h := startProductController(t, nil)
+	ctx := testContext(t)
+	// A product and prices made in the Stripe dashboard, not by the operator.
+	theirs, err := h.sc.CreateProduct(ctx, stripe.CreateProductParams{OwnerUID: "dashboard", Name: "Made in the dashboard"})
+	if err != nil {
+		t.Fatalf("creating Stripe product: %v", err)
+	}
+	good, err := h.sc.CreatePrice(ctx, stripe.CreatePriceParams{OwnerUID: "dashboard", Generation: 1, ProductID: theirs.ID, Amount: 1200, Currency: "eur"})
+	if err != nil {
+		t.Fatalf("creating Stripe price: %v", err)
+	}
+	archived, err := h.sc.CreatePrice(ctx, stripe.CreatePriceParams{OwnerUID: "dashboard", Generation: 2, ProductID: theirs.ID, Amount: 900, Currency: "eur"})
+	if err != nil {
+		t.Fatalf("creating Stripe price: %v", err)
+	}
+	if _, err := h.sc.ArchivePrice(ctx, archived.ID); err != nil {
+		t.Fatalf("archiving Stripe price: %v", err)
+	}
+
+	valid := newTestProduct(h.ns, "ref-valid", good.ID)
+	unknown := newTestProduct(h.ns, "ref-unknown", "price_doesnotexist123")
+	inactive := newTestProduct(h.ns, "ref-inactive", archived.ID)
+	for _, p := range []*v1alpha1.Product{valid, unknown, inactive} {
+		createObject(t, p)
+	}
+	waitReady(t, valid, metav1.ConditionTrue, ProductReasonPriceReady)
+	if valid.Status.StripePriceID != good.ID || valid.Status.StripeProductID != theirs.ID ||
+		*valid.Status.Price != (v1alpha1.Price{Amount: 1200, Currency: "eur"}) {
+		t.Errorf("status = %+v, want the referenced price, its product and 1200 eur", valid.Status)
+	}
+	waitReady(t, unknown, metav1.ConditionFalse, ProductReasonStripePriceNotFound)
+	waitReady(t, inactive, metav1.ConditionFalse, ProductReasonStripePriceInactive)
+	if n := len(h.em.State().Products); n != 1 {
+		t.Errorf("%d Stripe products, want only the dashboard's: a reference creates nothing", n)
+	}
+
+	if err := testEnv.Client.Delete(ctx, valid); err != nil {
+		t.Fatalf("deleting: %v", err)
+	}
+	eventually(t, waitTimeout, func() bool {
+		return apierrors.IsNotFound(testEnv.Client.Get(ctx, client.ObjectKeyFromObject(valid), &v1alpha1.Product{}))
+	}, "Product %s was not deleted", valid.Name)
+	if !h.price(t, good.ID).Active || !h.product(t, theirs.ID).Active {
+		t.Error("deleting a Product archived the price it referenced, which the operator does not own")
+	}
+}
+
+func TestProduct_StripeOutageIsReportedThenRecovers(t *testing.T) {
+	h := startProductController(t, nil)
+	if _, err := h.em.AddFault(emulator.Fault{Operation: "*", Status: 500}); err != nil {
+		t.Fatalf("adding fault: %v", err)
+	}
+	p := newTestProduct(h.ns, "outage", "")
+	createObject(t, p)
+	waitReady(t, p, metav1.ConditionFalse, ProductReasonStripeUnavailable)
+
+	h.em.ClearFaults()
+	waitReady(t, p, metav1.ConditionTrue, ProductReasonPriceReady)
+	st := h.em.State()
+	if len(st.Products) != 1 || len(st.Prices) != 1 {
+		t.Errorf("%d products and %d prices in Stripe, want one of each", len(st.Products), len(st.Prices))
+	}
+}
+
+func TestProduct_LostStripeAnswersCreateNoDuplicates(t *testing.T) {
+	h := startProductController(t, nil)
+	// Stripe creates the objects but the answers never arrive: the retries
+	// must get the same objects back through their idempotency keys.
+	for _, op := range []string{stripe.OpCreateProduct, stripe.OpCreatePrice} {
+		if _, err := h.em.AddFault(emulator.Fault{Operation: op, Status: 502, AfterProcessing: true, Count: 1}); err != nil {
+			t.Fatalf("adding fault: %v", err)
+		}
+	}
+	p := newTestProduct(h.ns, "lost-answers", "")
+	createObject(t, p)
+	waitReady(t, p, metav1.ConditionTrue, ProductReasonPriceReady)
+	st := h.em.State()
+	if len(st.Products) != 1 || len(st.Prices) != 1 {
+		t.Fatalf("%d products and %d prices in Stripe, want one of each", len(st.Products), len(st.Prices))
+	}
+	if st.Products[0].ID != p.Status.StripeProductID || st.Prices[0].ID != p.Status.StripePriceID {
+		t.Errorf("status names %s/%s, Stripe has %s/%s", p.Status.StripeProductID, p.Status.StripePriceID, st.Products[0].ID, st.Prices[0].ID)
+	}
+}
+
+func TestProduct_DeletionDuringStripeOutageIsReleasedAfterTimeout(t *testing.T) {
+	var clk *clocktesting.FakePassiveClock
+	h := startProductController(t, func(r *ProductReconciler) {
+		r.CleanupTimeout = 10 * time.Minute
+		clk = clocktesting.NewFakePassiveClock(time.Now())
+		r.Clock = clk
+	})
+	p := newTestProduct(h.ns, "deleted-in-outage", "")
+	createObject(t, p)
+	waitReady(t, p, metav1.ConditionTrue, ProductReasonPriceReady)
+
+	const budget = 1000
+	if _, err := h.em.AddFault(emulator.Fault{Operation: "*", Status: 503, Count: budget}); err != nil {
+		t.Fatalf("adding fault: %v", err)
+	}
+	if err := testEnv.Client.Delete(testContext(t), p); err != nil {
+		t.Fatalf("deleting: %v", err)
+	}
+	eventually(t, waitTimeout, func() bool {
+		f := h.em.Faults()
+		return len(f) == 1 && f[0].Count < budget
+	}, "the controller did not try to archive in Stripe")
+	getObject(t, p)
+	if len(p.Finalizers) == 0 {
+		t.Fatal("finalizer released on the first failure, before the cleanup timeout")
+	}
+
+	clk.SetTime(time.Now().Add(11 * time.Minute))
+	eventually(t, waitTimeout, func() bool {
+		return apierrors.IsNotFound(testEnv.Client.Get(testContext(t), client.ObjectKeyFromObject(p), &v1alpha1.Product{}))
+	}, "Product %s was not released after the cleanup timeout", p.Name)
+	var evs []string
+	want := "Warning " + eventReasonStripeCleanupAbandoned + ": Deleted without archiving price " +
+		p.Status.StripePriceID + " and product " + p.Status.StripeProductID
+	if !poll(waitTimeout, func() bool {
+		evs = kubeEvents(t, h.ns, p.Name)
+		return hasEvent(evs, want)
+	}) {
+		t.Errorf("events %q: want %q", evs, want)
+	}
+	if !h.product(t, p.Status.StripeProductID).Active {
+		t.Error("the Stripe product was archived although Stripe was failing every call")
+	}
+}
+
+func TestProduct_SamplesBecomeReady(t *testing.T) {
+	h := startProductController(t, nil)
+	dir := filepath.Join(testenv.RepoRoot(), "config", "samples")
+	raw, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+	if err != nil {
+		t.Fatalf("reading kustomization: %v", err)
+	}
+	var kust struct {
+		Resources []string `json:"resources"`
+	}
+	if err := yaml.UnmarshalStrict(raw, &kust); err != nil {
+		t.Fatalf("parsing kustomization: %v", err)
+	}
+	var samples []*v1alpha1.Product
+	for _, file := range kust.Resources {
+		raw, err := os.ReadFile(filepath.Join(dir, file))
+		if err != nil {
+			t.Fatalf("reading sample: %v", err)
+		}
+		p := &v1alpha1.Product{}
+		if err := yaml.UnmarshalStrict(raw, p); err != nil {
+			t.Fatalf("parsing sample %s: %v", file, err)
+		}
+		p.Namespace = h.ns
+		createObject(t, p)
+		samples = append(samples, p)
+	}
+	var week, lifetime bool
+	for _, p := range samples {
+		waitReady(t, p, metav1.ConditionTrue, ProductReasonPriceReady)
+		days := p.Spec.AccessDurationDays
+		week = week || (p.Spec.EntityType == v1alpha1.EntityTypeVideo && days != nil && *days == 7)
+		lifetime = lifetime || (p.Spec.EntityType == v1alpha1.EntityTypeChannel && days == nil)
+	}
+	if !week || !lifetime {
+		t.Errorf("samples: 7-day video %v, lifetime channel %v; want both", week, lifetime)
 	}
 }
