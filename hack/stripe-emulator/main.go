@@ -39,12 +39,16 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+	if err := runUntilSignal(); err != nil {
 		fmt.Fprintln(os.Stderr, "stripe-emulator:", err)
 		os.Exit(1)
 	}
+}
+
+func runUntilSignal() error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 }
 
 // run serves until ctx ends. It is main without the process: tests call it.
@@ -92,7 +96,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	})
 	defer em.Close()
 
-	ln, err := net.Listen("tcp", *listen)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", *listen, err)
 	}

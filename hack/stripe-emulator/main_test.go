@@ -34,7 +34,7 @@ func TestRun_ServesPrintsEnvAndStopsOnCancel(t *testing.T) {
 	}
 	go func() { _, _ = io.Copy(io.Discard, outR) }()
 
-	req, _ := http.NewRequest(http.MethodGet, base+"/v1/customers/cus_missing", nil)
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, base+"/v1/customers/cus_missing", nil)
 	req.Header.Set("Authorization", "Bearer sk_test_process_key")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

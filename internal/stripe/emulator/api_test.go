@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -136,32 +135,21 @@ func TestErrors_AuthenticationFailures(t *testing.T) {
 	if _, err := newStripeClient(h.srv, "sk_test_the_only_key", nil).Customers.New(&stripego.CustomerParams{}); err != nil {
 		t.Errorf("configured key refused: %v", err)
 	}
-	resp, err := http.Post(h.srv.URL+"/v1/customers", "application/x-www-form-urlencoded", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
-		t.Errorf("no key: %d, want 401", resp.StatusCode)
+	if code, _ := send(t, http.MethodPost, h.srv.URL+"/v1/customers", "application/x-www-form-urlencoded", "", nil); code != http.StatusUnauthorized {
+		t.Errorf("no key: %d, want 401", code)
 	}
 }
 
 func TestErrors_UnrecognizedURLIsStripeShaped(t *testing.T) {
 	h := newHarness(t)
 	for _, req := range []struct{ method, path string }{{"GET", "/v1/nope"}, {"DELETE", "/v1/customers/cus_1"}} {
-		r, _ := http.NewRequest(req.method, h.srv.URL+req.path, nil)
-		r.Header.Set("Authorization", "Bearer "+testKey)
-		resp, err := http.DefaultClient.Do(r)
-		if err != nil {
-			t.Fatal(err)
-		}
+		code, raw := send(t, req.method, h.srv.URL+req.path, "", "", http.Header{"Authorization": {"Bearer " + testKey}})
 		var body struct {
 			Error struct{ Type, Message string }
 		}
-		_ = json.NewDecoder(resp.Body).Decode(&body)
-		resp.Body.Close()
-		if resp.StatusCode != 404 || body.Error.Type != "invalid_request_error" || !strings.Contains(body.Error.Message, "Unrecognized request URL") {
-			t.Errorf("%s %s: %d %+v", req.method, req.path, resp.StatusCode, body)
+		_ = json.Unmarshal(raw, &body)
+		if code != 404 || body.Error.Type != "invalid_request_error" || !strings.Contains(body.Error.Message, "Unrecognized request URL") {
+			t.Errorf("%s %s: %d %+v", req.method, req.path, code, body)
 		}
 	}
 }
@@ -279,12 +267,9 @@ func TestFaults_RateLimitCarriesRetryAfter(t *testing.T) {
 	if _, err := h.sc.Customers.New(&stripego.CustomerParams{}); err != nil {
 		t.Errorf("fault on create_refund hit create_customer: %v", err)
 	}
-	req, _ := http.NewRequest(http.MethodDelete, h.srv.URL+"/_emulator/v1/faults", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("clearing faults: %v %v", err, resp)
+	if code, body := send(t, http.MethodDelete, h.srv.URL+"/_emulator/v1/faults", "", "", nil); code != 200 {
+		t.Fatalf("clearing faults: %d %s", code, body)
 	}
-	resp.Body.Close()
 	if len(h.em.Faults()) != 0 {
 		t.Errorf("faults left after DELETE: %+v", h.em.Faults())
 	}
@@ -347,22 +332,12 @@ func TestFaults_RejectsInvalidDefinitions(t *testing.T) {
 			t.Errorf("fault %+v accepted", f)
 		}
 	}
-	resp, err := http.Post(h.srv.URL+"/_emulator/v1/faults", "application/json", strings.NewReader(`{"operation":"*","status":500,"bogus":1}`))
-	if err != nil {
-		t.Fatal(err)
+	faults := h.srv.URL + "/_emulator/v1/faults"
+	if code, _ := send(t, http.MethodPost, faults, "application/json", `{"operation":"*","status":500,"bogus":1}`, nil); code != http.StatusBadRequest {
+		t.Errorf("unknown JSON field: %d, want 400", code)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest {
-		t.Errorf("unknown JSON field: %d, want 400", resp.StatusCode)
-	}
-	resp, err = http.Post(h.srv.URL+"/_emulator/v1/faults", "application/json", strings.NewReader(`{"operation":"get_checkout_session","delay_ms":10,"count":1}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Errorf("valid JSON fault: %d %s", resp.StatusCode, b)
+	if code, b := send(t, http.MethodPost, faults, "application/json", `{"operation":"get_checkout_session","delay_ms":10,"count":1}`, nil); code != http.StatusOK {
+		t.Errorf("valid JSON fault: %d %s", code, b)
 	}
 }
 
@@ -495,13 +470,9 @@ func TestStateEndpoint_ReportsSessionsAndDeliveries(t *testing.T) {
 	h := newHarness(t)
 	s, pi := h.paidSession()
 	waitWebhooks(t, h.em)
-	resp, err := http.Get(h.srv.URL + "/_emulator/v1/state")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	_, raw := send(t, http.MethodGet, h.srv.URL+"/_emulator/v1/state", "", "", nil)
 	var st emulator.State
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+	if err := json.Unmarshal(raw, &st); err != nil {
 		t.Fatalf("decoding state: %v", err)
 	}
 	if got := st.SessionsByClientReference["ptv-abc12"]; len(got) != 1 || got[0] != s.ID {

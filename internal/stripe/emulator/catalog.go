@@ -118,7 +118,7 @@ func (e *Emulator) updateProduct(c *call) ([]byte, *apiError) {
 	if !ok {
 		return nil, noSuch("product", id, "id")
 	}
-	md, err := c.form.updateMetadata("metadata", p.Metadata)
+	md, err := c.form.updateMetadata(p.Metadata)
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +249,7 @@ func (e *Emulator) updatePrice(c *call) ([]byte, *apiError) {
 	if !ok {
 		return nil, noSuch("price", id, "id")
 	}
-	md, err := c.form.updateMetadata("metadata", pr.Metadata)
+	md, err := c.form.updateMetadata(pr.Metadata)
 	if err != nil {
 		return nil, err
 	}

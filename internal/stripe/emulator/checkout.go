@@ -205,6 +205,13 @@ func (e *Emulator) getSession(c *call) ([]byte, *apiError) {
 
 func (e *Emulator) listSessions(c *call) ([]byte, *apiError) {
 	f := c.form
+	// Filters the emulator does not model are refused rather than ignored,
+	// so a caller never mistakes an unfiltered list for a filtered one.
+	for _, unsupported := range []string{"customer_details", "payment_link", "subscription"} {
+		if f.hasPrefix(unsupported) {
+			return nil, invalidRequest(unsupported, "The emulator does not support filtering Checkout Sessions by %s.", unsupported)
+		}
+	}
 	created, err := rangeFilter(f, "created")
 	if err != nil {
 		return nil, err
@@ -240,7 +247,7 @@ func (e *Emulator) listSessions(c *call) ([]byte, *apiError) {
 }
 
 func (e *Emulator) expireSession(c *call) ([]byte, *apiError) {
-	now := e.lock()
+	e.lock()
 	defer e.mu.Unlock()
 	id := c.r.PathValue("id")
 	s, ok := e.sessions[id]
@@ -251,11 +258,11 @@ func (e *Emulator) expireSession(c *call) ([]byte, *apiError) {
 		return nil, invalidRequest("", "This Checkout Session has status %s and cannot be expired. Only Checkout Sessions with status open can be expired.", s.Status)
 	}
 	req := c.eventRequest()
-	e.expireSessionLocked(s, now, &req)
+	e.expireSessionLocked(s, &req)
 	return e.render(s, c.expand())
 }
 
-func (e *Emulator) expireSessionLocked(s *checkoutSession, now time.Time, req *eventRequest) {
+func (e *Emulator) expireSessionLocked(s *checkoutSession, req *eventRequest) {
 	s.Status = sessionExpired
 	r := eventRequest{}
 	if req != nil {

@@ -17,7 +17,6 @@ import (
 	"context"
 	"crypto/subtle"
 	"net/http"
-	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -169,7 +168,7 @@ type Emulator struct {
 	eventByID   map[string]*storedEvent
 	expiry      expiryHeap
 	refundFail  RefundFailMode
-	faults      []*faultRule
+	faults      []*Fault
 	idem        map[string]*idemEntry
 	idemOrder   []string
 
@@ -256,10 +255,10 @@ func (e *Emulator) Now() time.Time {
 // AdvanceClock moves the emulator's clock forward by d (for a process whose
 // clock cannot be injected) and expires the sessions that became due.
 func (e *Emulator) AdvanceClock(d time.Duration) time.Time {
-	now := e.lock()
+	e.lock()
 	defer e.mu.Unlock()
 	e.clockOffset += d
-	now = e.nowLocked()
+	now := e.nowLocked()
 	e.expireDueLocked(now)
 	return now
 }
@@ -369,7 +368,7 @@ func (e *Emulator) expireDueLocked(now time.Time) int {
 		if s.Status != sessionOpen {
 			continue
 		}
-		e.expireSessionLocked(s, now, nil)
+		e.expireSessionLocked(s, nil)
 		n++
 	}
 	return n
@@ -386,10 +385,6 @@ func waitCtx(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
-}
-
-func typeOf[T any]() reflect.Type {
-	return reflect.TypeFor[T]()
 }
 
 func subtleEqual(a, b string) bool {

@@ -88,10 +88,6 @@ func (f Fault) apiError() *apiError {
 	return e
 }
 
-type faultRule struct {
-	Fault
-}
-
 // AddFault installs an API fault and returns it with its id.
 func (e *Emulator) AddFault(f Fault) (Fault, error) {
 	if err := f.validate(); err != nil {
@@ -100,7 +96,7 @@ func (e *Emulator) AddFault(f Fault) (Fault, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	f.ID = newID("flt_", 14)
-	e.faults = append(e.faults, &faultRule{f})
+	e.faults = append(e.faults, &f)
 	return f, nil
 }
 
@@ -110,7 +106,7 @@ func (e *Emulator) Faults() []Fault {
 	defer e.mu.Unlock()
 	out := make([]Fault, 0, len(e.faults))
 	for _, f := range e.faults {
-		out = append(out, f.Fault)
+		out = append(out, *f)
 	}
 	return out
 }
@@ -134,7 +130,7 @@ func (e *Emulator) takeFault(name, pattern string, r *http.Request) *Fault {
 		if f.Rate > 0 && f.Rate < 1 && rand.Float64() >= f.Rate {
 			continue
 		}
-		used := f.Fault
+		used := *f
 		if f.Count > 0 {
 			f.Count--
 			if f.Count == 0 {

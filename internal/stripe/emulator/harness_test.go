@@ -178,21 +178,43 @@ func decodeObject[T any](t *testing.T, ev stripego.Event) T {
 	return v
 }
 
+// send makes one plain HTTP request and returns the status and body.
+func send(t testing.TB, method, target, contentType, body string, header http.Header) (int, []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, target, strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("building %s %s: %v", method, target, err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, target, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading %s %s: %v", method, target, err)
+	}
+	return resp.StatusCode, b
+}
+
 // helper POSTs a form to a /_emulator/v1 endpoint and decodes the answer.
 func (h *harness) helper(path string, form url.Values, out any) (int, []byte) {
 	h.t.Helper()
-	resp, err := http.PostForm(h.srv.URL+path, form)
-	if err != nil {
-		h.t.Fatalf("POST %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if out != nil && resp.StatusCode == http.StatusOK {
+	code, body := send(h.t, http.MethodPost, h.srv.URL+path, "application/x-www-form-urlencoded", form.Encode(), nil)
+	if out != nil && code == http.StatusOK {
 		if err := json.Unmarshal(body, out); err != nil {
 			h.t.Fatalf("decoding %s answer %s: %v", path, body, err)
 		}
 	}
-	return resp.StatusCode, body
+	return code, body
 }
 
 // catalog creates a product and a one-time price of amount (eur).

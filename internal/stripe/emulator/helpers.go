@@ -219,6 +219,10 @@ func (e *Emulator) closeDispute(disputeID, status string) (Dispute, []byte, *api
 // FailNextRefund makes the next refund created through the API end as mode
 // says (RefundFails or RefundStaysPending); RefundSucceeds undoes it.
 func (e *Emulator) FailNextRefund(mode RefundFailMode) error {
+	return asErr(e.setRefundFail(mode))
+}
+
+func (e *Emulator) setRefundFail(mode RefundFailMode) *apiError {
 	switch mode {
 	case RefundSucceeds, RefundFails, RefundStaysPending:
 	default:
@@ -245,7 +249,7 @@ func (e *Emulator) SucceedRefund(refundID string) (Refund, error) {
 }
 
 func (e *Emulator) changeRefund(refundID string, fail bool) (Refund, []byte, *apiError) {
-	now := e.lock()
+	e.lock()
 	defer e.mu.Unlock()
 	re, ok := e.refunds[refundID]
 	if !ok {
@@ -253,7 +257,7 @@ func (e *Emulator) changeRefund(refundID string, fail bool) (Refund, []byte, *ap
 	}
 	var err *apiError
 	if fail {
-		err = e.failRefundLocked(re, now)
+		err = e.failRefundLocked(re)
 	} else {
 		err = e.succeedRefundLocked(re)
 	}
@@ -335,8 +339,8 @@ func (e *Emulator) helperRoutes() {
 		if mode == RefundSucceeds {
 			return nil, invalidRequest("mode", "Invalid mode: must be fail or pending.")
 		}
-		if err := e.FailNextRefund(mode); err != nil {
-			return nil, err.(*apiError)
+		if err := e.setRefundFail(mode); err != nil {
+			return nil, err
 		}
 		return mustJSON(map[string]string{"next_refund": string(mode)}), nil
 	})

@@ -182,9 +182,11 @@ func (f form) createMetadata(prefix string) (map[string]string, *apiError) {
 	return md, nil
 }
 
-// updateMetadata applies metadata from an update call to current, the way
-// Stripe does: keys merge, an empty value unsets a key, metadata= clears all.
-func (f form) updateMetadata(prefix string, current map[string]string) (map[string]string, *apiError) {
+// updateMetadata applies metadata[...] from an update call to current, the
+// way Stripe does: keys merge, an empty value unsets a key, metadata= clears
+// all.
+func (f form) updateMetadata(current map[string]string) (map[string]string, *apiError) {
+	const prefix = "metadata"
 	md, present, clear, err := f.metadata(prefix)
 	if err != nil || !present {
 		return current, err

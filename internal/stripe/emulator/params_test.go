@@ -118,7 +118,7 @@ func TestUpdateMetadata_MergesUnsetsAndClears(t *testing.T) {
 		{"clear all", url.Values{"metadata": {""}}, map[string]string{}},
 		{"clear then set", url.Values{"metadata": {""}, "metadata[only]": {"x"}}, map[string]string{"only": "x"}},
 	} {
-		got, err := form(tc.in).updateMetadata("metadata", current)
+		got, err := form(tc.in).updateMetadata(current)
 		if err != nil || !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s: %v, %v; want %v", tc.name, got, err, tc.want)
 		}
@@ -127,7 +127,7 @@ func TestUpdateMetadata_MergesUnsetsAndClears(t *testing.T) {
 	for i := 0; i < 51; i++ {
 		tooMany.Set("metadata[k"+strconv.Itoa(i)+"]", "v")
 	}
-	if _, err := form(tooMany).updateMetadata("metadata", nil); err == nil {
+	if _, err := form(tooMany).updateMetadata(nil); err == nil {
 		t.Errorf("51 metadata keys accepted")
 	}
 }

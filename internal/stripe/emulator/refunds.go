@@ -116,7 +116,9 @@ func (e *Emulator) createRefund(c *call) ([]byte, *apiError) {
 	e.emitLocked("charge.refunded", ch, req, map[string]any{"amount_refunded": ch.AmountRefunded - amount, "refunded": false}, nil)
 	body, apiErr := e.render(re, c.expand())
 	if mode == RefundFails {
-		e.failRefundLocked(re, now)
+		if err := e.failRefundLocked(re); err != nil {
+			return nil, err
+		}
 	}
 	return body, apiErr
 }
@@ -134,7 +136,7 @@ func (e *Emulator) getRefund(c *call) ([]byte, *apiError) {
 
 // failRefundLocked fails a pending or succeeded refund: the money goes back
 // to the merchant's balance, so the charge's amount_refunded drops again.
-func (e *Emulator) failRefundLocked(re *refund, now time.Time) *apiError {
+func (e *Emulator) failRefundLocked(re *refund) *apiError {
 	if re.Status != "pending" && re.Status != "succeeded" {
 		return invalidRequest("", "Refund %s has status %s and cannot fail.", re.ID, re.Status)
 	}

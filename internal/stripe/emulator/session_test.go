@@ -379,3 +379,14 @@ func TestSession_ListFiltersByPaymentIntent(t *testing.T) {
 		t.Errorf("sessions of %s = %v, want [%s]", pi.ID, ids, s.ID)
 	}
 }
+
+func TestSession_ListRefusesFiltersItDoesNotModel(t *testing.T) {
+	h := newHarness(t)
+	it := h.sc.CheckoutSessions.List(&stripego.CheckoutSessionListParams{Subscription: stripego.String("sub_1")})
+	for it.Next() {
+		t.Errorf("listed %s", it.CheckoutSession().ID)
+	}
+	if se := stripeErr(t, it.Err()); se.Param != "subscription" {
+		t.Errorf("error param %q: %s", se.Param, se.Msg)
+	}
+}
