@@ -280,17 +280,27 @@ func TestFaults_DelayTimesOutClientButRequestTookEffect(t *testing.T) {
 	if _, err := h.em.AddFault(emulator.Fault{Operation: "create_customer", DelayMS: 2000, Count: 1}); err != nil {
 		t.Fatal(err)
 	}
-	impatient := newStripeClient(h.srv, testKey, &http.Client{Timeout: 50 * time.Millisecond})
+	impatient := newStripeClient(h.srv, testKey, &http.Client{Timeout: 300 * time.Millisecond})
 	p := &stripego.CustomerParams{Email: stripego.String("slow@example.com")}
 	p.SetIdempotencyKey("customer-uid-9:create_customer")
 	if _, err := impatient.Customers.New(p); err == nil {
 		t.Fatalf("the delayed call did not time out")
 	}
 	// Stripe created the customer although the client never saw it; the
-	// retry with the same key gets that customer, not a second one.
-	got, err := h.sc.Customers.New(p)
-	if err != nil {
-		t.Fatalf("retry: %v", err)
+	// retry with the same key gets that customer, not a second one. A retry
+	// that overtakes the first request is told to come back (409), as
+	// Stripe does.
+	var got *stripego.Customer
+	deadline := time.Now().Add(waitLimit)
+	for {
+		var err error
+		got, err = h.sc.Customers.New(p)
+		if err == nil {
+			break
+		}
+		if se := stripeErr(t, err); se.HTTPStatusCode != http.StatusConflict || time.Now().After(deadline) {
+			t.Fatalf("retry: %v", err)
+		}
 	}
 	if got.LastResponse.Header.Get("Idempotent-Replayed") != "true" || got.Email != "slow@example.com" {
 		t.Errorf("retry was not a replay of the timed-out create: %+v", got)
