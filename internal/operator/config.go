@@ -200,6 +200,9 @@ func (c *Config) Validate() error {
 	if c.AuthAdminClaim == "" || c.AuthAdminRole == "" {
 		add("--auth-admin-claim and --auth-admin-role must not be empty")
 	}
+	if len(c.AllowedReturnOrigins) == 0 {
+		add("--allowed-return-origins is required: the frontend origins a purchase's returnUrl may point to")
+	}
 	for _, o := range c.AllowedReturnOrigins {
 		if err := checkOrigin(o); err != nil {
 			add("--allowed-return-origins: %v", err)

@@ -33,6 +33,7 @@ func minimalEnv(t *testing.T) map[string]string {
 		"PAYTOVIEW_AUTH_HS256_SECRET_FILE": secret,
 		"STRIPE_SECRET_KEY":                "sk_test_123",
 		"STRIPE_WEBHOOK_SECRETS":           "whsec_a, whsec_b",
+		"PAYTOVIEW_ALLOWED_RETURN_ORIGINS": "https://app.example.com",
 	}
 }
 
@@ -102,6 +103,7 @@ func TestConfig_RejectsMissingAndContradictorySettings(t *testing.T) {
 		{"bad webhook secret", nil, func(e map[string]string) { e["STRIPE_WEBHOOK_SECRETS"] = "secret" }, "not a whsec_"},
 		{"ttl below Stripe's minimum", []string{"--checkout-session-ttl=10m"}, nil, "outside Stripe's limits"},
 		{"reuse window longer than ttl", []string{"--pending-reuse-window=2h"}, nil, "shorter than --checkout-session-ttl"},
+		{"no return origins", nil, func(e map[string]string) { delete(e, "PAYTOVIEW_ALLOWED_RETURN_ORIGINS") }, "--allowed-return-origins is required"},
 		{"origin with a path", []string{"--allowed-return-origins=https://app.example.com/shop"}, nil, "is not an origin"},
 		{"bad api base", nil, func(e map[string]string) { e["STRIPE_API_BASE"] = "ftp://x" }, "STRIPE_API_BASE"},
 		{"unreadable key file", nil, func(e map[string]string) {
