@@ -5,7 +5,8 @@ import (
 )
 
 // setupControllers registers the real reconcilers on the harness's manager,
-// talking to the harness's emulator.
+// talking to the harness's emulator. Without purchases, nobody reconciles
+// Purchases: tests then set their status themselves.
 func setupControllers(h *harness, purchases bool) error {
 	if err := (&controllers.CustomerReconciler{
 		Client: h.mgr.GetClient(), Stripe: h.stripe, Recorder: h.mgr.GetEventRecorder("customer"),
@@ -17,6 +18,11 @@ func setupControllers(h *harness, purchases bool) error {
 	}).SetupWithManager(h.mgr); err != nil {
 		return err
 	}
-	_ = purchases
-	return nil
+	if !purchases {
+		return nil
+	}
+	return (&controllers.PurchaseReconciler{
+		Client: h.mgr.GetClient(), Stripe: h.stripe, Recorder: h.mgr.GetEventRecorder("purchase"),
+		Clock: h.clock,
+	}).SetupWithManager(h.mgr)
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/md-platform/paytoview-operator/api/v1alpha1"
 	"github.com/md-platform/paytoview-operator/internal/auth"
 	"github.com/md-platform/paytoview-operator/internal/index"
+	"github.com/md-platform/paytoview-operator/internal/naming"
 	"github.com/md-platform/paytoview-operator/internal/stripe"
 	"github.com/md-platform/paytoview-operator/internal/stripe/emulator"
 	"github.com/md-platform/paytoview-operator/internal/testenv"
@@ -90,7 +91,10 @@ func newHarness(t testing.TB, cfg harnessConfig) *harness {
 	logger := funcr.New(logs.log, funcr.Options{Verbosity: 1})
 
 	h := &harness{t: t, ctx: ctx, ns: env.Namespace(t), clock: &offsetClock{}, recorder: events.NewFakeRecorder(1000)}
-	h.em = emulator.New(emulator.Options{Logger: logger.WithName("emulator"), WebhookConcurrency: 1})
+	// The API, the Purchase controller and Stripe share the test's clock, so
+	// a test can jump past a reuse window or an access expiry. Only the
+	// apiserver's timestamps (and webhook signatures) keep real time.
+	h.em = emulator.New(emulator.Options{Logger: logger.WithName("emulator"), WebhookConcurrency: 1, Now: h.clock.Now})
 	emSrv := httptest.NewServer(h.em)
 	t.Cleanup(func() { emSrv.Close(); h.em.Close() })
 	var err error
@@ -430,3 +434,67 @@ func notFoundOrGone(err error) bool { return apierrors.IsNotFound(err) }
 
 // discard is a logger for code under test that should stay quiet.
 var discard = logr.Discard()
+
+// seed creates a Purchase of product for user and entity as the API would,
+// then gives it status (when not nil), and waits until the server's cache
+// holds that version. For tests without the Purchase controller.
+func (h *harness) seed(user, entity, product string, status *v1alpha1.PurchaseStatus) *v1alpha1.Purchase {
+	h.t.Helper()
+	p := &v1alpha1.Purchase{
+		ObjectMeta: metav1.ObjectMeta{Name: naming.NewPurchaseName(), Namespace: h.ns, Labels: naming.PurchaseLabels(user, entity, product)},
+		Spec: v1alpha1.PurchaseSpec{
+			ProductRef: product, UserID: user, EntityID: entity, EntityType: v1alpha1.EntityTypeVideo,
+			ReturnURL: "https://shop.example.com/done", Price: v1alpha1.Price{Amount: 499, Currency: "usd"},
+			StripePriceID: "price_seeded",
+		},
+	}
+	if err := env.Client.Create(h.ctx, p); err != nil {
+		h.t.Fatalf("creating Purchase: %v", err)
+	}
+	if status != nil {
+		p.Status = *status
+		h.setStatus(p)
+	}
+	h.waitCached(p)
+	return p
+}
+
+// waitCached waits until the server's cache has p's resourceVersion.
+func (h *harness) waitCached(p *v1alpha1.Purchase) {
+	h.t.Helper()
+	eventually(h.t, func() bool {
+		var c v1alpha1.Purchase
+		err := h.mgr.GetClient().Get(h.ctx, client.ObjectKeyFromObject(p), &c)
+		return err == nil && c.ResourceVersion == p.ResourceVersion
+	}, "Purchase %s version %s never reached the cache", p.Name, p.ResourceVersion)
+}
+
+// completedStatus is the status of a purchase paid at completedAt, with
+// access for days (0: lifetime).
+func completedStatus(completedAt time.Time, days int) *v1alpha1.PurchaseStatus {
+	st := &v1alpha1.PurchaseStatus{
+		Phase:                 v1alpha1.PurchaseCompleted,
+		StripeCustomerID:      "cus_seeded",
+		CheckoutSessionID:     "cs_test_seeded" + naming.Hash(completedAt.String())[:8],
+		ExternalTransactionID: "pi_seeded" + naming.Hash(completedAt.String())[:8],
+		CompletedAt:           &metav1.Time{Time: completedAt},
+	}
+	if days > 0 {
+		st.ExpiresAt = &metav1.Time{Time: completedAt.Add(time.Duration(days) * 24 * time.Hour)}
+	}
+	return st
+}
+
+// pendingStatus is the status of a purchase with an open session.
+func pendingStatus() *v1alpha1.PurchaseStatus {
+	return &v1alpha1.PurchaseStatus{
+		Phase:                    v1alpha1.PurchasePending,
+		StripeCustomerID:         "cus_seeded",
+		CheckoutSessionID:        "cs_test_" + naming.NewPurchaseName()[4:],
+		CheckoutSessionExpiresAt: &metav1.Time{Time: time.Now().Add(time.Hour)},
+		Conditions: []metav1.Condition{{
+			Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: "CheckoutSessionOpen",
+			Message: "open", LastTransitionTime: metav1.Now(),
+		}},
+	}
+}

@@ -229,7 +229,13 @@ func (s *Server) findPurchase(ctx context.Context, md map[string]string, clientR
 	case 1:
 		return list.Items[0].Name, "", nil
 	case 0:
-		if graceOnMiss && s.opts.Clock.Now().Sub(time.Unix(ev.Created, 0)) < unmatchedEventGrace {
+		if !graceOnMiss {
+			// Our sessions always carry our metadata: one without it that
+			// no purchase tracks belongs to another integration.
+			log.V(1).Info("no purchase matches the event", "field", field, "value", value)
+			return "", outcomeUnrelated, nil
+		}
+		if s.opts.Clock.Now().Sub(time.Unix(ev.Created, 0)) < unmatchedEventGrace {
 			return "", outcomeRetryLater, nil
 		}
 		log.Info("no purchase matches the event", "field", field, "value", value)
