@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr/funcr"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -17,7 +20,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/md-platform/paytoview-operator/api/v1alpha1"
 	"github.com/md-platform/paytoview-operator/internal/stripe"
 	"github.com/md-platform/paytoview-operator/internal/stripe/emulator"
 )
@@ -177,6 +182,38 @@ func kubeEvents(t testing.TB, ns, name string) []string {
 		}
 	}
 	return out
+}
+
+// createObject creates obj in the test apiserver, failing the test on any error.
+func createObject(t testing.TB, obj client.Object) {
+	t.Helper()
+	if err := testEnv.Client.Create(testContext(t), obj); err != nil {
+		t.Fatalf("creating %T %s: %v", obj, client.ObjectKeyFromObject(obj), err)
+	}
+}
+
+// reconcileOnce runs one reconcile of obj's key, as the controller would.
+func reconcileOnce(t testing.TB, r reconcile.Reconciler, obj client.Object) (ctrl.Result, error) {
+	t.Helper()
+	return r.Reconcile(testContext(t), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(obj)})
+}
+
+// conditionReady returns the Ready condition of conds, or a zero one.
+func conditionReady(conds []metav1.Condition) metav1.Condition {
+	if c := meta.FindStatusCondition(conds, v1alpha1.ConditionReady); c != nil {
+		return *c
+	}
+	return metav1.Condition{}
+}
+
+// hasEvent reports whether one of evs starts with prefix.
+func hasEvent(evs []string, prefix string) bool {
+	for _, e := range evs {
+		if strings.HasPrefix(e, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // recordedEvents drains the events a FakeRecorder has recorded so far, each

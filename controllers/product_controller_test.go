@@ -11,7 +11,6 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -108,26 +107,6 @@ func newTestProduct(ns, name, ref string) *v1alpha1.Product {
 		p.Spec.Price = &v1alpha1.Price{Amount: 500, Currency: "usd"}
 	}
 	return p
-}
-
-func createObject(t *testing.T, obj client.Object) {
-	t.Helper()
-	if err := testEnv.Client.Create(testContext(t), obj); err != nil {
-		t.Fatalf("creating %T %s: %v", obj, client.ObjectKeyFromObject(obj), err)
-	}
-}
-
-// reconcileOnce runs one reconcile of obj's key, as the controller would.
-func reconcileOnce(t *testing.T, r reconcile.Reconciler, obj client.Object) (ctrl.Result, error) {
-	t.Helper()
-	return r.Reconcile(testContext(t), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(obj)})
-}
-
-func conditionReady(conds []metav1.Condition) metav1.Condition {
-	if c := meta.FindStatusCondition(conds, v1alpha1.ConditionReady); c != nil {
-		return *c
-	}
-	return metav1.Condition{}
 }
 
 func newTestProductReconciler(fake *fakeProductStripe) (*ProductReconciler, *events.FakeRecorder) {
@@ -572,15 +551,6 @@ func (h *productHarness) price(t *testing.T, id string) emulator.Price {
 	}
 	t.Fatalf("the emulator has no price %s", id)
 	return emulator.Price{}
-}
-
-func hasEvent(evs []string, prefix string) bool {
-	for _, e := range evs {
-		if strings.HasPrefix(e, prefix) {
-			return true
-		}
-	}
-	return false
 }
 
 func TestProduct_SyncsPriceNameAndActiveWithStripe(t *testing.T) {
