@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -144,41 +145,48 @@ func TestDeployment_ArgsAndEnvAreOperatorFlags(t *testing.T) {
 			if ef.ConfigMapRef == nil {
 				continue
 			}
-			cm := get[corev1.ConfigMap](t, r, "ConfigMap", ef.ConfigMapRef.Name)
-			for k := range cm.Data {
+			data, _ := configSource(t, r, "ConfigMap", ef.ConfigMapRef.Name)
+			for k := range data {
 				if !envTwins[ef.Prefix+k] {
-					t.Errorf("%s: ConfigMap %s sets %s, which is no flag's environment twin", r.name, cm.Name, ef.Prefix+k)
+					t.Errorf("%s: ConfigMap %s sets %s, which is no flag's environment twin", r.name, ef.ConfigMapRef.Name, ef.Prefix+k)
 				}
 			}
 		}
 	}
 }
 
+// configSource returns the data of the ConfigMap or Secret kind/name an
+// environment refers to: rendered, or else created by the user from a
+// template in config/secrets.
+func configSource(t *testing.T, r rendering, kind, name string) (map[string]string, bool) {
+	t.Helper()
+	if u := r.find(kind, name); u != nil {
+		data, _, _ := unstructured.NestedStringMap(u.Object, "data")
+		return data, true
+	}
+	return userObjectData(t, kind, name)
+}
+
 // managerEnv resolves the manager container's environment the way the
-// kubelet would, with the Secrets filled from the templates in config/secrets.
+// kubelet would, with the user's Secrets and settings filled from the
+// templates in config/secrets.
 func managerEnv(t *testing.T, r rendering, d *appsv1.Deployment, c *corev1.Container) map[string]string {
 	t.Helper()
-	secrets := map[string]map[string]string{}
-	for _, f := range []string{"stripe.example.yaml", "auth.example.yaml"} {
-		name, data := secretTemplate(t, f)
-		secrets[name] = data
-	}
 	env := map[string]string{}
 	for _, ef := range c.EnvFrom {
+		kind, name, optional := "ConfigMap", "", false
 		switch {
 		case ef.ConfigMapRef != nil:
-			cm := get[corev1.ConfigMap](t, r, "ConfigMap", ef.ConfigMapRef.Name)
-			for k, v := range cm.Data {
-				env[ef.Prefix+k] = v
-			}
+			name, optional = ef.ConfigMapRef.Name, isTrue(ef.ConfigMapRef.Optional)
 		case ef.SecretRef != nil:
-			s, ok := secrets[ef.SecretRef.Name]
-			if !ok {
-				t.Errorf("%s: envFrom Secret %s has no template in config/secrets", r.name, ef.SecretRef.Name)
-			}
-			for k, v := range s {
-				env[ef.Prefix+k] = v
-			}
+			kind, name, optional = "Secret", ef.SecretRef.Name, isTrue(ef.SecretRef.Optional)
+		}
+		data, ok := configSource(t, r, kind, name)
+		if !ok && !optional {
+			t.Errorf("%s: envFrom %s %s is neither rendered nor described in config/secrets", r.name, kind, name)
+		}
+		for k, v := range data {
+			env[ef.Prefix+k] = v
 		}
 	}
 	for _, e := range c.Env {
@@ -189,7 +197,8 @@ func managerEnv(t *testing.T, r rendering, d *appsv1.Deployment, c *corev1.Conta
 		case vf.FieldRef != nil && vf.FieldRef.FieldPath == "metadata.namespace":
 			env[e.Name] = d.Namespace
 		case vf.SecretKeyRef != nil:
-			v, ok := secrets[vf.SecretKeyRef.Name][vf.SecretKeyRef.Key]
+			data, _ := configSource(t, r, "Secret", vf.SecretKeyRef.Name)
+			v, ok := data[vf.SecretKeyRef.Key]
 			if !ok {
 				t.Errorf("%s: env %s reads key %s of Secret %s, which the templates in config/secrets do not have",
 					r.name, e.Name, vf.SecretKeyRef.Key, vf.SecretKeyRef.Name)
@@ -243,7 +252,11 @@ func TestDeployment_ConfigurationPassesTheOperatorsStartupValidation(t *testing.
 // mounted into the container, and that the Secret's template has that key.
 func assertMountedSecretFile(t *testing.T, d *appsv1.Deployment, c *corev1.Container, file string) {
 	t.Helper()
-	templName, data := secretTemplate(t, "auth.example.yaml")
+	const templName = authSecretName
+	data, ok := userObjectData(t, "Secret", templName)
+	if !ok {
+		t.Fatalf("config/secrets has no template of Secret %s", templName)
+	}
 	for _, m := range c.VolumeMounts {
 		if path.Dir(file) != path.Clean(m.MountPath) {
 			continue
@@ -253,7 +266,7 @@ func assertMountedSecretFile(t *testing.T, d *appsv1.Deployment, c *corev1.Conta
 				continue
 			}
 			if v.Secret.SecretName != templName {
-				t.Errorf("%s is mounted from Secret %s, but config/secrets/auth.example.yaml describes %s", file, v.Secret.SecretName, templName)
+				t.Errorf("%s is mounted from Secret %s, want %s (config/secrets/auth.example.yaml)", file, v.Secret.SecretName, templName)
 			}
 			if _, ok := data[path.Base(file)]; !ok {
 				t.Errorf("%s: Secret %s's template has no key %q", file, templName, path.Base(file))

@@ -193,26 +193,58 @@ func decode[T any](t *testing.T, u *unstructured.Unstructured) *T {
 	return out
 }
 
-// secretTemplate reads config/secrets/<file> and returns its keys and values.
-func secretTemplate(t *testing.T, file string) (name string, data map[string]string) {
+// userObject is a Secret or ConfigMap the user creates from a template in
+// config/secrets; no rendering contains them.
+type userObject struct {
+	file, kind, name string
+	data             map[string]string
+}
+
+// userObjects reads every template in config/secrets.
+func userObjects(t *testing.T) []userObject {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "secrets", file))
-	if err != nil {
-		t.Fatal(err)
+	dir := filepath.Join(testenv.RepoRoot(), "config", "secrets")
+	files, err := filepath.Glob(filepath.Join(dir, "*.example.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no templates in %s: %v", dir, err)
 	}
-	var s struct {
-		Kind     string `json:"kind"`
-		Metadata struct {
-			Name      string `json:"name"`
-			Namespace string `json:"namespace"`
-		} `json:"metadata"`
-		StringData map[string]string `json:"stringData"`
+	var out []userObject
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var o struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name      string `json:"name"`
+				Namespace string `json:"namespace"`
+			} `json:"metadata"`
+			StringData map[string]string `json:"stringData"`
+			Data       map[string]string `json:"data"`
+		}
+		if err := yaml.Unmarshal(b, &o); err != nil {
+			t.Fatalf("decoding %s: %v", f, err)
+		}
+		data := o.Data
+		if o.Kind == "Secret" {
+			data = o.StringData // readable templates: stringData, not base64
+		}
+		if (o.Kind != "Secret" && o.Kind != "ConfigMap") || o.Metadata.Namespace != namespace || len(data) == 0 {
+			t.Fatalf("%s: want a Secret (stringData) or ConfigMap (data) in %s, got kind %q namespace %q", f, namespace, o.Kind, o.Metadata.Namespace)
+		}
+		out = append(out, userObject{file: filepath.Base(f), kind: o.Kind, name: o.Metadata.Name, data: data})
 	}
-	if err := yaml.Unmarshal(b, &s); err != nil {
-		t.Fatalf("decoding config/secrets/%s: %v", file, err)
+	return out
+}
+
+// userObjectData returns the data of the user-created kind/name.
+func userObjectData(t *testing.T, kind, name string) (map[string]string, bool) {
+	t.Helper()
+	for _, o := range userObjects(t) {
+		if o.kind == kind && o.name == name {
+			return o.data, true
+		}
 	}
-	if s.Kind != "Secret" || s.Metadata.Namespace != namespace || len(s.StringData) == 0 {
-		t.Fatalf("config/secrets/%s: want a Secret in %s with stringData, got kind %q namespace %q", file, namespace, s.Kind, s.Metadata.Namespace)
-	}
-	return s.Metadata.Name, s.StringData
+	return nil, false
 }
