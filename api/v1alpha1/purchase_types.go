@@ -199,7 +199,7 @@ type PurchaseStatus struct {
 // +kubebuilder:printcolumn:name="Entity",type=string,JSONPath=`.spec.entityId`
 // +kubebuilder:printcolumn:name="Product",type=string,JSONPath=`.spec.productRef`
 // +kubebuilder:printcolumn:name="Access",type=string,JSONPath=`.status.conditions[?(@.type=="Access")].status`
-// +kubebuilder:printcolumn:name="Expires",type=date,JSONPath=`.status.expiresAt`
+// +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expiresAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Purchase struct {
 	metav1.TypeMeta   `json:",inline"`

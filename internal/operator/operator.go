@@ -121,7 +121,7 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 		PendingReuseWindow:   cfg.PendingReuseWindow,
 		CreateTimeout:        cfg.CreateTimeout,
 		Logger:               log.WithName("api"),
-		Recorder:             mgr.GetEventRecorder("stripe-webhook"),
+		Recorder:             mgr.GetEventRecorder("paytoview-api"),
 	})
 	if err != nil {
 		return fmt.Errorf("configuring the API server: %w", err)
