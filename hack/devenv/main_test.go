@@ -206,4 +206,3 @@ func apiserverHost(t *testing.T, kubeconfig string) string {
 	}
 	return u.Host
 }
-
