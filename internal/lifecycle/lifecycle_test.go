@@ -486,6 +486,15 @@ func TestApplyCharge(t *testing.T) {
 				}
 			}},
 	}, {
+		name: "charge.refunded for the operator's own pending refund only records the amount",
+		p:    purchase(completed, func(p *v1alpha1.Purchase) { p.Status.StripeRefundID = "re_1" }), c: charge(500, 500),
+		want: want{phase: v1alpha1.PurchaseCompleted, changed: true, access: ReasonPaid,
+			check: func(t *testing.T, p *v1alpha1.Purchase) {
+				if p.Status.AmountRefunded != 500 {
+					t.Errorf("amountRefunded %d", p.Status.AmountRefunded)
+				}
+			}},
+	}, {
 		name: "a second partial refund raises the total",
 		p:    purchase(completed, partly), c: charge(500, 300),
 		want: want{phase: v1alpha1.PurchaseCompleted, changed: true, events: []string{ReasonPartiallyRefunded}, access: ReasonPaid, refunded: ReasonPartiallyRefunded,
@@ -585,11 +594,34 @@ func TestApplyRefund(t *testing.T) {
 		}), r: refund(stripe.RefundPending, 500),
 		want: want{phase: v1alpha1.PurchaseCompleted, access: ReasonPaid, refunded: ReasonRefundFailed, noChanges: true},
 	}, {
-		name: "a refund failing after it succeeded keeps the purchase refunded and says so",
+		name: "a refund failing after it succeeded makes the purchase completed again, with access",
 		p: purchase(completed, requested, func(p *v1alpha1.Purchase) {
 			_, _ = ApplyRefund(p, refund(stripe.RefundSucceeded, 500), t0.Add(-time.Minute))
 		}), r: refund(stripe.RefundFailed, 500),
-		want: want{phase: v1alpha1.PurchaseRefunded, changed: true, events: []string{ReasonRefundFailed}, access: ReasonRefunded, refunded: ReasonRefundFailed},
+		want: want{phase: v1alpha1.PurchaseCompleted, changed: true, events: []string{ReasonRefundFailed}, access: ReasonPaid, refunded: ReasonRefundFailed,
+			check: func(t *testing.T, p *v1alpha1.Purchase) {
+				if p.Status.AmountRefunded != 0 || p.Status.RefundedAt != nil {
+					t.Errorf("amountRefunded %d refundedAt %v", p.Status.AmountRefunded, p.Status.RefundedAt)
+				}
+			}},
+	}, {
+		name: "a dashboard refund reported by charge.refunded, then failed, restores access",
+		p: purchase(completed, func(p *v1alpha1.Purchase) {
+			_, _ = ApplyCharge(p, charge(500, 500), t0.Add(-time.Minute))
+		}), r: func() stripe.Refund { r := refund(stripe.RefundFailed, 500); r.Metadata = nil; return r }(),
+		want: want{phase: v1alpha1.PurchaseCompleted, changed: true, events: []string{ReasonRefundFailed}, access: ReasonPaid, refunded: ReasonRefundFailed},
+	}, {
+		name: "our refund counted by charge.refunded while pending, then failed: amount back to zero, access kept",
+		p: purchase(completed, requested, func(p *v1alpha1.Purchase) {
+			_, _ = ApplyRefund(p, refund(stripe.RefundPending, 500), t0.Add(-2*time.Minute))
+			_, _ = ApplyCharge(p, charge(500, 500), t0.Add(-time.Minute))
+		}), r: refund(stripe.RefundFailed, 500),
+		want: want{phase: v1alpha1.PurchaseCompleted, changed: true, events: []string{ReasonRefundFailed}, access: ReasonPaid, refunded: ReasonRefundFailed,
+			check: func(t *testing.T, p *v1alpha1.Purchase) {
+				if p.Status.AmountRefunded != 0 {
+					t.Errorf("amountRefunded %d", p.Status.AmountRefunded)
+				}
+			}},
 	}, {
 		name: "duplicate succeeded refund is a no-op",
 		p: purchase(completed, requested, func(p *v1alpha1.Purchase) {

@@ -2,9 +2,11 @@ package lifecycle
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/md-platform/paytoview-operator/api/v1alpha1"
@@ -35,6 +37,11 @@ func disputeClosed(status string) bool {
 // amount is recorded, the Refunded condition says PartiallyRefunded, and
 // access is kept.
 //
+// Stripe counts a refund in amount_refunded as soon as it is created, before
+// it succeeds, and a card refund can still fail. So when the operator has
+// created its own refund (status.stripeRefundId), the charge only updates
+// amountRefunded; the refund's own status (ApplyRefund) decides.
+//
 // The charge must carry the purchase's PaymentIntent, or our metadata (which
 // Stripe copies from the PaymentIntent), otherwise ErrNotThisPurchase.
 func ApplyCharge(p *v1alpha1.Purchase, c stripe.Charge, now time.Time) (Result, error) {
@@ -49,6 +56,8 @@ func ApplyCharge(p *v1alpha1.Purchase, c stripe.Charge, now time.Time) (Result, 
 	amount := max(st.AmountRefunded, c.AmountRefunded)
 	full := c.Refunded || (c.Amount > 0 && c.AmountRefunded >= c.Amount)
 	switch {
+	case full && st.StripeRefundID != "" && st.Phase != v1alpha1.PurchaseRefunded:
+		st.AmountRefunded = amount
 	case full:
 		t.refunded(amount)
 	case amount > st.AmountRefunded:
@@ -60,10 +69,14 @@ func ApplyCharge(p *v1alpha1.Purchase, c stripe.Charge, now time.Time) (Result, 
 // ApplyRefund applies a Refund (charge.refund.updated, or the refund the
 // controller created and then reads back). A succeeded refund of the whole
 // price, or of the refund the operator created for spec.refund, makes the
-// purchase Refunded; a smaller one is a partial refund. A failed or canceled
-// refund sets Refunded=False RefundFailed with a Warning Event and keeps
-// access (and the phase: a purchase already Refunded stays Refunded). A
-// pending one sets Refunded=False RefundPending.
+// purchase Refunded; a smaller one is a partial refund. A pending one sets
+// Refunded=False RefundPending.
+//
+// A failed or canceled refund returned no money: Refunded=False
+// RefundFailed with a Warning Event, its amount no longer counts in
+// amountRefunded, and a purchase that was Refunded because of it is
+// Completed again, with access (the one exception to Refunded being
+// terminal: the buyer paid and was not refunded).
 //
 // The refund must be status.stripeRefundId, or be for the purchase's
 // PaymentIntent, or carry our metadata, otherwise ErrNotThisPurchase.
@@ -89,17 +102,7 @@ func ApplyRefund(p *v1alpha1.Purchase, r stripe.Refund, now time.Time) (Result, 
 			t.partiallyRefunded(r.Amount, r.Currency)
 		}
 	case stripe.RefundFailed, stripe.RefundCanceled:
-		msg := fmt.Sprintf("refund %s %s", r.ID, r.Status)
-		if r.FailureReason != "" {
-			msg += ": " + r.FailureReason
-		}
-		if st.Phase == v1alpha1.PurchaseCompleted {
-			msg += "; access kept, handle the refund in the Stripe dashboard"
-		}
-		if !conditionIs(p, v1alpha1.ConditionRefunded, metav1.ConditionFalse, ReasonRefundFailed, msg) {
-			t.setCondition(v1alpha1.ConditionRefunded, metav1.ConditionFalse, ReasonRefundFailed, msg)
-			t.event(corev1.EventTypeWarning, ReasonRefundFailed, "%s", msg)
-		}
+		t.refundFailed(r)
 	case stripe.RefundPending, stripe.RefundRequiresAction:
 		if st.Phase == v1alpha1.PurchaseCompleted && !conditionIs(p, v1alpha1.ConditionRefunded, metav1.ConditionFalse, ReasonRefundFailed, "") {
 			t.setCondition(v1alpha1.ConditionRefunded, metav1.ConditionFalse, ReasonRefundPending,
@@ -107,6 +110,30 @@ func ApplyRefund(p *v1alpha1.Purchase, r stripe.Refund, now time.Time) (Result, 
 		}
 	}
 	return t.finish(), nil
+}
+
+// refundFailed records a refund that returned no money, once per refund (the
+// condition message names the refund, which makes duplicates no-ops).
+func (t *tx) refundFailed(r stripe.Refund) {
+	st := &t.p.Status
+	if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionRefunded); c != nil &&
+		c.Reason == ReasonRefundFailed && strings.Contains(c.Message, "refund "+r.ID+" ") {
+		return
+	}
+	st.AmountRefunded = max(st.AmountRefunded-r.Amount, 0)
+	msg := fmt.Sprintf("refund %s %s", r.ID, r.Status)
+	if r.FailureReason != "" {
+		msg += " (" + r.FailureReason + ")"
+	}
+	if st.Phase == v1alpha1.PurchaseRefunded && st.AmountRefunded < t.p.Spec.Price.Amount {
+		st.Phase = v1alpha1.PurchaseCompleted
+		st.RefundedAt = nil
+		msg += "; the purchase is Completed again and keeps access, handle the refund in the Stripe dashboard"
+	} else if st.Phase == v1alpha1.PurchaseCompleted {
+		msg += "; access kept, handle the refund in the Stripe dashboard"
+	}
+	t.setCondition(v1alpha1.ConditionRefunded, metav1.ConditionFalse, ReasonRefundFailed, msg)
+	t.event(corev1.EventTypeWarning, ReasonRefundFailed, "%s", msg)
 }
 
 // ApplyDispute applies a Dispute (charge.dispute.created or

@@ -1,0 +1,1054 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/md-platform/paytoview-operator/api/v1alpha1"
+	"github.com/md-platform/paytoview-operator/internal/index"
+	"github.com/md-platform/paytoview-operator/internal/lifecycle"
+	"github.com/md-platform/paytoview-operator/internal/naming"
+	"github.com/md-platform/paytoview-operator/internal/stripe"
+)
+
+// The client secret of a purchase's checkout session lives in a Secret named
+// like the Purchase, owned by it, with this label and key. The API reads it
+// from there to answer the buyer; it never appears in status, logs or Events.
+const (
+	// LabelClientSecret marks the Secrets that hold checkout client secrets,
+	// so the operator's cache can be limited to them.
+	LabelClientSecret = "paytoview.md-platform.io/client-secret"
+	// ClientSecretKey is the Secret data key of the client secret.
+	ClientSecretKey = "clientSecret"
+)
+
+// Defaults of PurchaseReconciler's tunables.
+const (
+	// DefaultSessionTTL is the least lifetime of a checkout session; Stripe
+	// accepts 30 minutes to 24 hours.
+	DefaultSessionTTL = 30 * time.Minute
+	// DefaultRetentionTerminal is how long Canceled and Failed purchases are
+	// kept before they are deleted.
+	DefaultRetentionTerminal = 7 * 24 * time.Hour
+	// DefaultPurchaseDeletionTimeout is how long a deleted Pending purchase
+	// waits for Stripe to expire its session before it is let go anyway.
+	DefaultPurchaseDeletionTimeout = 2 * time.Minute
+	// DefaultRefundPollInterval is how often a pending refund is read back.
+	DefaultRefundPollInterval = time.Minute
+)
+
+// sessionCreateWindow is added to the session's lifetime and is how long the
+// persisted expires_at (and with it the idempotency key) is reused by
+// retries of the create. Within it a retry replays Stripe's first answer;
+// after it, a retry asks for a new session, because Stripe would reject an
+// expires_at less than 30 minutes ahead.
+const sessionCreateWindow = 2 * time.Minute
+
+// Event reasons of the Purchase controller that are not lifecycle's.
+const (
+	eventReasonPending                = "Pending"
+	eventReasonCheckoutSessionCreated = "CheckoutSessionCreated"
+	eventReasonCustomerCreated        = "CustomerCreated"
+	eventReasonRefundRequested        = "RefundRequested"
+	eventReasonDuplicatePayment       = "DuplicatePayment"
+	eventReasonConflictingPayment     = "ConflictingPayment"
+	eventReasonSessionExpireAbandoned = "SessionExpiryAbandoned"
+	eventReasonPaidAfterDeletion      = "PaidBeforeDeletion"
+	eventReasonRetentionExpired       = "RetentionExpired"
+)
+
+// Stripe's refund metadata keys set by the operator (beyond the purchase id).
+const (
+	refundMetaReason      = "reason"
+	refundMetaRequestedBy = "requestedBy"
+)
+
+// PurchaseStripe is the part of the Stripe client the Purchase controller
+// uses; *stripe.Client implements it.
+type PurchaseStripe interface {
+	CreateCheckoutSession(ctx context.Context, params stripe.CreateSessionParams) (stripe.Session, error)
+	GetCheckoutSession(ctx context.Context, id string) (stripe.Session, error)
+	ExpireCheckoutSession(ctx context.Context, id string) (stripe.Session, error)
+	CreateRefund(ctx context.Context, params stripe.CreateRefundParams) (stripe.Refund, error)
+	GetRefund(ctx context.Context, id string) (stripe.Refund, error)
+	GetPaymentIntent(ctx context.Context, id string) (stripe.PaymentIntent, error)
+}
+
+// PurchaseReconciler runs the purchase lifecycle: it gets the buyer a Stripe
+// customer, opens the checkout session, heals missed webhooks by reading the
+// session back, supersedes duplicate checkouts, refunds on request, ends
+// access at expiry and deletes abandoned purchases. What Stripe reports is
+// applied with the lifecycle package, the same code the webhook receiver
+// uses.
+type PurchaseReconciler struct {
+	// Client should read from the manager's cache (field indexes of
+	// internal/index are required).
+	Client   client.Client
+	Stripe   PurchaseStripe
+	Recorder events.EventRecorder
+	// Clock is the time source; nil means the wall clock.
+	Clock clock.PassiveClock
+
+	// SessionTTL is the least lifetime of a checkout session
+	// (DefaultSessionTTL when 0); sessions are created with up to two
+	// minutes more, and never more than 24 hours.
+	SessionTTL time.Duration
+	// RetentionTerminal is how long Canceled and Failed purchases are kept
+	// (DefaultRetentionTerminal when 0; negative keeps them forever).
+	RetentionTerminal time.Duration
+	// HealingSchedule are the times after creation at which a Pending
+	// purchase's session is read from Stripe in case a webhook was lost
+	// (lifecycle.DefaultSchedule's when empty).
+	HealingSchedule []time.Duration
+	// HealingInterval is how often the session is read after the last
+	// HealingSchedule time, until its expiry plus SessionExpiryMargin.
+	HealingInterval time.Duration
+	// SessionExpiryMargin is how long after its expiry a session still
+	// open in Stripe is expired by the operator.
+	SessionExpiryMargin time.Duration
+	// RecheckMinInterval is the least time between two reads of a session
+	// asked for with the recheck annotation.
+	RecheckMinInterval time.Duration
+	// DeletionTimeout is how long deletion waits for Stripe to expire an
+	// open session (DefaultPurchaseDeletionTimeout when 0).
+	DeletionTimeout time.Duration
+	// RefundPollInterval is how often a pending refund is read back
+	// (DefaultRefundPollInterval when 0).
+	RefundPollInterval time.Duration
+}
+
+// +kubebuilder:rbac:groups=paytoview.md-platform.io,resources=purchases,verbs=get;list;watch;patch;delete
+// +kubebuilder:rbac:groups=paytoview.md-platform.io,resources=purchases/status,verbs=get;patch
+// +kubebuilder:rbac:groups=paytoview.md-platform.io,resources=purchases/finalizers,verbs=update
+// +kubebuilder:rbac:groups=paytoview.md-platform.io,resources=customers,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// SetupWithManager registers the controller. It wakes for new purchases,
+// spec changes (a refund request), deletion, the recheck annotation, and
+// phase changes made by the webhook receiver, but not for its own
+// condition-only writes. A purchase that becomes Completed wakes the Pending
+// purchases of the same user and entity (to supersede them); a Customer
+// that gets its Stripe id wakes the purchases waiting for it; a deleted
+// client-secret Secret wakes its purchase.
+func (r *PurchaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	setPurchasePhaseSource(mgr.GetCache())
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.Purchase{}, builder.WithPredicates(purchaseChanged())).
+		Owns(&corev1.Secret{}, builder.WithPredicates(predicate.Funcs{
+			CreateFunc:  func(event.CreateEvent) bool { return false },
+			UpdateFunc:  func(event.UpdateEvent) bool { return false },
+			DeleteFunc:  func(event.DeleteEvent) bool { return true },
+			GenericFunc: func(event.GenericEvent) bool { return false },
+		})).
+		Watches(&v1alpha1.Customer{}, handler.EnqueueRequestsFromMapFunc(r.purchasesWaitingForCustomer)).
+		Watches(&v1alpha1.Purchase{}, handler.EnqueueRequestsFromMapFunc(r.pendingSiblings),
+			builder.WithPredicates(becameCompleted())).
+		Watches(&v1alpha1.Purchase{}, countTransitions()).
+		Named("purchase").
+		Complete(r)
+}
+
+// purchaseScope is one reconcile of one purchase: the object, the status as
+// last persisted, the time, and the Events to record once the status that
+// explains them is saved.
+type purchaseScope struct {
+	p       *v1alpha1.Purchase
+	base    *v1alpha1.Purchase
+	now     time.Time
+	events  []lifecycle.Event
+	deleted bool
+	// sessionCreated is set when this reconcile created the session and
+	// wrote its Secret (which the cache may not show yet).
+	sessionCreated bool
+}
+
+func (s *purchaseScope) apply(res lifecycle.Result) {
+	s.events = append(s.events, res.Events...)
+}
+
+func (s *purchaseScope) event(typ, reason, format string, args ...any) {
+	s.events = append(s.events, lifecycle.Event{Type: typ, Reason: reason, Message: fmt.Sprintf(format, args...)})
+}
+
+// metaNow is now as Kubernetes stores it (seconds), so that a status
+// computed twice at the same second compares equal.
+func (s *purchaseScope) metaNow() *metav1.Time {
+	t := metav1.NewTime(s.now.UTC().Truncate(time.Second))
+	return &t
+}
+
+// Reconcile moves one purchase along its lifecycle.
+func (r *PurchaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	p := &v1alpha1.Purchase{}
+	if err := r.Client.Get(ctx, req.NamespacedName, p); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	s := &purchaseScope{p: p, base: p.DeepCopy(), now: r.clock().Now()}
+	defer func() {
+		if retErr != nil {
+			purchaseReconcileErrors.WithLabelValues(errorReason(retErr)).Inc()
+		}
+	}()
+
+	if !p.DeletionTimestamp.IsZero() {
+		return r.reconcileDelete(ctx, s)
+	}
+	if err := r.ensureFinalizer(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
+	defer func() {
+		if s.deleted {
+			return
+		}
+		if err := r.commit(ctx, s); err != nil {
+			retErr = errors.Join(retErr, err)
+		}
+	}()
+
+	phases := []func(context.Context, *purchaseScope) (ctrl.Result, error){
+		r.reconcilePending,
+		r.reconcileCustomer,
+		r.reconcileCheckoutSession,
+		r.reconcileClientSecret,
+		r.reconcileSupersede,
+		r.reconcileHealing,
+		r.reconcileRefund,
+		r.reconcileAccess,
+		r.reconcileRetention,
+	}
+	for _, phase := range phases {
+		res, err := phase(ctx, s)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		result = soonest(result, res)
+		if s.deleted {
+			return ctrl.Result{}, nil
+		}
+	}
+	if next := r.schedule().NextCheck(p, s.now); !next.IsZero() {
+		result = soonest(result, ctrl.Result{RequeueAfter: max(next.Sub(s.now), time.Second)})
+	}
+	return result, nil
+}
+
+// reconcilePending marks a purchase the operator has not seen yet as Pending.
+func (r *PurchaseReconciler) reconcilePending(_ context.Context, s *purchaseScope) (ctrl.Result, error) {
+	if s.p.Status.Phase != "" {
+		return ctrl.Result{}, nil
+	}
+	s.p.Status.Phase = v1alpha1.PurchasePending
+	s.setReady(metav1.ConditionFalse, lifecycle.ReasonWaitingForCustomer, "waiting for the buyer's Stripe customer")
+	s.event(corev1.EventTypeNormal, eventReasonPending, "purchase of %s for %s accepted; waiting for payment", s.p.Spec.EntityID, formatPrice(&s.p.Spec.Price))
+	return ctrl.Result{}, nil
+}
+
+// reconcileCustomer makes sure the buyer has a Customer resource and copies
+// its Stripe customer id. The Customer controller creates the Stripe
+// customer; its status change wakes this purchase again.
+func (r *PurchaseReconciler) reconcileCustomer(ctx context.Context, s *purchaseScope) (ctrl.Result, error) {
+	p := s.p
+	if p.Status.Phase != v1alpha1.PurchasePending || p.Status.StripeCustomerID != "" {
+		return ctrl.Result{}, nil
+	}
+	cus := &v1alpha1.Customer{}
+	key := types.NamespacedName{Namespace: p.Namespace, Name: naming.CustomerName(p.Spec.UserID)}
+	err := r.Client.Get(ctx, key, cus)
+	if apierrors.IsNotFound(err) {
+		cus = &v1alpha1.Customer{
+			ObjectMeta: metav1.ObjectMeta{
+				Namespace: key.Namespace,
+				Name:      key.Name,
+				Labels:    map[string]string{v1alpha1.LabelUser: naming.Hash(p.Spec.UserID)},
+			},
+			Spec: v1alpha1.CustomerSpec{UserID: p.Spec.UserID},
+		}
+		err = r.Client.Create(ctx, cus)
+		switch {
+		case err == nil:
+			s.event(corev1.EventTypeNormal, eventReasonCustomerCreated, "created Customer %s for the buyer", key.Name)
+		case apierrors.IsAlreadyExists(err):
+			// Another purchase of the same user got there first.
+		default:
+			return ctrl.Result{}, fmt.Errorf("creating Customer %s: %w", key, err)
+		}
+		s.setReady(metav1.ConditionFalse, lifecycle.ReasonWaitingForCustomer, "waiting for Customer "+key.Name+" to get a Stripe customer")
+		return ctrl.Result{}, nil
+	}
+	if err != nil {
+		return ctrl.Result{}, fmt.Errorf("reading Customer %s: %w", key, err)
+	}
+	if cus.Spec.UserID != p.Spec.UserID {
+		return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("customer %s belongs to another user", key))
+	}
+	if cus.Status.StripeCustomerID == "" {
+		msg := "waiting for Customer " + key.Name + " to get a Stripe customer"
+		if c := meta.FindStatusCondition(cus.Status.Conditions, v1alpha1.ConditionReady); c != nil && c.Status == metav1.ConditionFalse {
+			if c.Reason == CustomerReasonStripeRejected {
+				s.apply(lifecycle.Fail(p, lifecycle.ReasonStripeRejected, "Stripe rejected the buyer's customer: "+c.Message, s.now))
+				purchaseReconcileErrors.WithLabelValues(errReasonStripeRejected).Inc()
+				return ctrl.Result{}, nil
+			}
+			msg += ": " + c.Message
+		}
+		s.setReady(metav1.ConditionFalse, lifecycle.ReasonWaitingForCustomer, msg)
+		return ctrl.Result{}, nil
+	}
+	p.Status.StripeCustomerID = cus.Status.StripeCustomerID
+	return ctrl.Result{}, nil
+}
+
+// reconcileCheckoutSession creates the checkout session. Its expires_at is
+// persisted in status before Stripe is called, and together with the
+// Purchase UID keys the request's idempotency: if the operator crashes or
+// the status write fails after Stripe created the session, the retry sends
+// the same request and Stripe answers with the same session (and client
+// secret) instead of creating a second one. The client secret is written to
+// the Secret before status says Ready, so a reader that sees Ready finds it.
+func (r *PurchaseReconciler) reconcileCheckoutSession(ctx context.Context, s *purchaseScope) (ctrl.Result, error) {
+	p := s.p
+	if p.Status.Phase != v1alpha1.PurchasePending || p.Status.CheckoutSessionID != "" || p.Status.StripeCustomerID == "" {
+		return ctrl.Result{}, nil
+	}
+	if exp := p.Status.CheckoutSessionExpiresAt; exp == nil || exp.Sub(s.now) < r.sessionTTL() {
+		at := metav1.NewTime(s.now.Add(r.sessionTTL() + sessionCreateWindow).UTC().Truncate(time.Second))
+		p.Status.CheckoutSessionExpiresAt = &at
+		s.setReady(metav1.ConditionFalse, lifecycle.ReasonCreatingCheckoutSession, "creating the checkout session")
+		if err := r.commit(ctx, s); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	sess, err := r.Stripe.CreateCheckoutSession(ctx, sessionParams(p))
+	switch {
+	case err == nil:
+	case stripe.IsIdempotencyMismatch(err):
+		// The same key was used with other parameters (the buyer's Stripe
+		// customer changed): start over with a new expires_at, hence key.
+		p.Status.CheckoutSessionExpiresAt = nil
+		return ctrl.Result{}, fmt.Errorf("creating checkout session: %w", err)
+	case stripe.IsRetryable(err):
+		s.setReady(metav1.ConditionFalse, lifecycle.ReasonStripeUnavailable, "Stripe is unavailable, retrying: "+stripe.UserMessage(err))
+		return stripeRetry(ctx, fmt.Errorf("creating checkout session: %w", err))
+	case stripe.IsTerminal(err):
+		ctrl.LoggerFrom(ctx).Info("stripe rejected the checkout session", "error", err.Error())
+		purchaseReconcileErrors.WithLabelValues(errReasonStripeRejected).Inc()
+		s.apply(lifecycle.Fail(p, lifecycle.ReasonStripeRejected, stripe.UserMessage(err), s.now))
+		return ctrl.Result{}, nil
+	default:
+		return ctrl.Result{}, fmt.Errorf("creating checkout session: %w", err)
+	}
+	if sess.ClientSecret == "" {
+		return ctrl.Result{}, fmt.Errorf("stripe returned checkout session %s without a client secret", sess.ID)
+	}
+	if err := r.writeClientSecret(ctx, p, sess.ClientSecret); err != nil {
+		return ctrl.Result{}, err
+	}
+	p.Status.CheckoutSessionID = sess.ID
+	s.sessionCreated = true
+	s.setReady(metav1.ConditionTrue, lifecycle.ReasonCheckoutSessionOpen,
+		fmt.Sprintf("checkout session %s is open until %s", sess.ID, p.Status.CheckoutSessionExpiresAt.UTC().Format(time.RFC3339)))
+	s.event(corev1.EventTypeNormal, eventReasonCheckoutSessionCreated, "checkout session %s created", sess.ID)
+	purchaseSessionReady.Observe(max(s.now.Sub(p.CreationTimestamp.Time), 0).Seconds())
+	ctrl.LoggerFrom(ctx).V(1).Info("created checkout session", "session", sess.ID)
+	return ctrl.Result{}, nil
+}
+
+// sessionParams is the create request of p's session. Every field comes
+// from the immutable spec or from status, so a retry is byte-identical.
+func sessionParams(p *v1alpha1.Purchase) stripe.CreateSessionParams {
+	exp := p.Status.CheckoutSessionExpiresAt.Time
+	return stripe.CreateSessionParams{
+		OwnerUID:   string(p.UID) + "@" + strconv.FormatInt(exp.Unix(), 10),
+		CustomerID: p.Status.StripeCustomerID,
+		PriceID:    p.Spec.StripePriceID,
+		ReturnURL:  p.Spec.ReturnURL,
+		ExpiresAt:  exp,
+		Metadata: stripe.PurchaseMetadata{
+			PurchaseID: p.Name,
+			ProductID:  p.Spec.ProductRef,
+			UserID:     p.Spec.UserID,
+			EntityType: naming.EntityTypeCode(p.Spec.EntityType),
+			EntityID:   p.Spec.EntityID,
+		},
+	}
+}
+
+// writeClientSecret creates or updates the Secret holding the client secret.
+func (r *PurchaseReconciler) writeClientSecret(ctx context.Context, p *v1alpha1.Purchase, clientSecret string) error {
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name}}
+	err := r.Client.Get(ctx, client.ObjectKeyFromObject(sec), sec)
+	switch {
+	case apierrors.IsNotFound(err):
+		sec.Labels = map[string]string{LabelClientSecret: "true"}
+		sec.Type = corev1.SecretTypeOpaque
+		sec.Data = map[string][]byte{ClientSecretKey: []byte(clientSecret)}
+		if err := controllerutil.SetControllerReference(p, sec, r.Client.Scheme()); err != nil {
+			return fmt.Errorf("owning client secret Secret: %w", err)
+		}
+		if err := r.Client.Create(ctx, sec); err != nil {
+			// AlreadyExists: the cache has not seen the Secret yet; the
+			// retry reads it and updates it if needed.
+			return fmt.Errorf("creating client secret Secret %s: %w", klog.KObj(sec), err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading client secret Secret %s: %w", klog.KObj(sec), err)
+	}
+	if !metav1.IsControlledBy(sec, p) {
+		return reconcile.TerminalError(fmt.Errorf("secret %s exists and is not owned by the purchase; not overwriting it", klog.KObj(sec)))
+	}
+	if string(sec.Data[ClientSecretKey]) == clientSecret && sec.Labels[LabelClientSecret] == "true" {
+		return nil
+	}
+	if sec.Labels == nil {
+		sec.Labels = map[string]string{}
+	}
+	sec.Labels[LabelClientSecret] = "true"
+	sec.Data = map[string][]byte{ClientSecretKey: []byte(clientSecret)}
+	if err := r.Client.Update(ctx, sec); err != nil {
+		return fmt.Errorf("updating client secret Secret %s: %w", klog.KObj(sec), err)
+	}
+	return nil
+}
+
+// reconcileClientSecret keeps the Secret while the session can be paid: a
+// deleted Secret is written again from Stripe's replay of the create (the
+// same idempotent request). Once the purchase has left Pending, the client
+// secret is useless and the Secret is deleted.
+func (r *PurchaseReconciler) reconcileClientSecret(ctx context.Context, s *purchaseScope) (ctrl.Result, error) {
+	p := s.p
+	if s.sessionCreated {
+		return ctrl.Result{}, nil
+	}
+	sec := &corev1.Secret{}
+	err := r.Client.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: p.Name}, sec)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, fmt.Errorf("reading client secret Secret: %w", err)
+	}
+	exists := err == nil && metav1.IsControlledBy(sec, p)
+	switch {
+	case p.Status.Phase != v1alpha1.PurchasePending:
+		if exists {
+			if err := r.Client.Delete(ctx, sec, client.Preconditions{UID: &sec.UID}); client.IgnoreNotFound(err) != nil {
+				return ctrl.Result{}, fmt.Errorf("deleting client secret Secret: %w", err)
+			}
+		}
+	case !exists && err != nil && readyReason(p) == lifecycle.ReasonCheckoutSessionOpen && p.Status.CheckoutSessionExpiresAt != nil:
+		sess, err := r.Stripe.CreateCheckoutSession(ctx, sessionParams(p))
+		if err != nil {
+			if stripe.IsRetryable(err) {
+				return stripeRetry(ctx, fmt.Errorf("replaying checkout session create to restore the client secret: %w", err))
+			}
+			ctrl.LoggerFrom(ctx).Info("cannot restore the client secret", "error", err.Error())
+			return ctrl.Result{}, nil
+		}
+		if sess.ID != p.Status.CheckoutSessionID || sess.ClientSecret == "" {
+			ctrl.LoggerFrom(ctx).Info("cannot restore the client secret: stripe no longer replays the session create", "session", p.Status.CheckoutSessionID)
+			return ctrl.Result{}, nil
+		}
+		if err := r.writeClientSecret(ctx, p, sess.ClientSecret); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	return ctrl.Result{}, nil
+}
+
+// reconcileSupersede cancels a Pending purchase when another purchase of the
+// same entity by the same user has been paid and grants access, so nobody
+// pays twice. The session is expired in Stripe first; if Stripe says it was
+// paid meanwhile, the purchase is completed instead (money taken is never
+// dropped) and a Warning says the user paid twice.
+func (r *PurchaseReconciler) reconcileSupersede(ctx context.Context, s *purchaseScope) (ctrl.Result, error) {
+	p := s.p
+	if p.Status.Phase != v1alpha1.PurchasePending || readyReason(p) == lifecycle.ReasonPaymentProcessing {
+		return ctrl.Result{}, nil
+	}
+	winner, err := r.paidSibling(ctx, p, s.now)
+	if err != nil || winner == "" {
+		return ctrl.Result{}, err
+	}
+	msg := fmt.Sprintf("superseded by purchase %s, which was paid", winner)
+	if p.Status.CheckoutSessionID == "" {
+		s.apply(lifecycle.Cancel(p, lifecycle.ReasonSuperseded, msg, s.now))
+		return ctrl.Result{}, nil
+	}
+	sess, err := r.Stripe.ExpireCheckoutSession(ctx, p.Status.CheckoutSessionID)
+	switch {
+	case err == nil && sess.Status == stripe.SessionExpired:
+		s.apply(lifecycle.Cancel(p, lifecycle.ReasonSuperseded, msg, s.now))
+		return ctrl.Result{}, nil
+	case err == nil:
+	case stripe.IsRetryable(err):
+		return stripeRetry(ctx, fmt.Errorf("expiring superseded checkout session %s: %w", p.Status.CheckoutSessionID, err))
+	case stripe.IsTerminal(err):
+		// No longer open: read it to learn whether it was paid.
+	default:
+		return ctrl.Result{}, fmt.Errorf("expiring superseded checkout session %s: %w", p.Status.CheckoutSessionID, err)
+	}
+	res, _, err := r.readAndApplySession(ctx, s)
+	if err != nil || res.RequeueAfter > 0 {
+		return res, err
+	}
+	switch p.Status.Phase {
+	case v1alpha1.PurchasePending:
+		// Still open although Stripe refused to expire it a moment ago:
+		// try again shortly.
+		return ctrl.Result{RequeueAfter: r.recheckMinInterval()}, nil
+	case v1alpha1.PurchaseCompleted:
+		s.event(corev1.EventTypeWarning, eventReasonDuplicatePayment,
+			"the buyer also paid purchase %s for the same entity; refund one of them", winner)
+	}
+	return ctrl.Result{}, nil
+}
+
+// paidSibling names another purchase of the same user and entity that
+// grants access now, or "" if there is none.
+func (r *PurchaseReconciler) paidSibling(ctx context.Context, p *v1alpha1.Purchase, now time.Time) (string, error) {
+	var list v1alpha1.PurchaseList
+	if err := r.Client.List(ctx, &list, client.InNamespace(p.Namespace),
+		client.MatchingFields{index.PurchaseByUserEntity: index.UserEntityKey(p.Spec.UserID, p.Spec.EntityID)}); err != nil {
+		return "", fmt.Errorf("listing purchases of the same user and entity: %w", err)
+	}
+	for i := range list.Items {
+		q := &list.Items[i]
+		if q.UID == p.UID || q.Status.Phase != v1alpha1.PurchaseCompleted {
+			continue
+		}
+		if granted, _ := lifecycle.Access(q, now); granted {
+			return q.Name, nil
+		}
+	}
+	return "", nil
+}
+
+// reconcileHealing reads the session of a Pending purchase from Stripe when
+// the schedule or a recheck request says so, and applies it exactly as the
+// webhook receiver would have. A session still open well past its expiry is
+// expired by the operator.
+func (r *PurchaseReconciler) reconcileHealing(ctx context.Context, s *purchaseScope) (ctrl.Result, error) {
+	p := s.p
+	if !r.schedule().SessionCheckDue(p, s.now) {
+		return ctrl.Result{}, nil
+	}
+	res, sess, err := r.readAndApplySession(ctx, s)
+	if err != nil || p.Status.Phase != v1alpha1.PurchasePending || sess.Status != stripe.SessionOpen || !r.schedule().SessionOverdue(p, s.now) {
+		return res, err
+	}
+	expired, err := r.Stripe.ExpireCheckoutSession(ctx, sess.ID)
+	switch {
+	case err == nil:
+		r.applySession(ctx, s, expired, nil)
+		return ctrl.Result{}, nil
+	case stripe.IsRetryable(err):
+		return stripeRetry(ctx, fmt.Errorf("expiring overdue checkout session %s: %w", sess.ID, err))
+	default:
+		// Paid or expired meanwhile: the next read (soon, the session is
+		// past its schedule) tells which.
+		ctrl.LoggerFrom(ctx).Info("could not expire overdue checkout session", "session", sess.ID, "error", err.Error())
+		return ctrl.Result{RequeueAfter: r.recheckMinInterval()}, nil
+	}
+}
+
+// readAndApplySession reads the purchase's session (and, for a completed
+// one, its PaymentIntent) and applies them with lifecycle.ApplyRetrieved.
+// The session is zero when it could not be read.
+func (r *PurchaseReconciler) readAndApplySession(ctx context.Context, s *purchaseScope) (ctrl.Result, stripe.Session, error) {
+	p := s.p
+	id := p.Status.CheckoutSessionID
+	sess, err := r.Stripe.GetCheckoutSession(ctx, id)
+	switch {
+	case err == nil:
+	case stripe.IsNotFound(err):
+		p.Status.LastSessionCheckAt = s.metaNow()
+		s.apply(lifecycle.Cancel(p, lifecycle.ReasonSessionExpired, "checkout session "+id+" no longer exists in Stripe", s.now))
+		return ctrl.Result{}, stripe.Session{}, nil
+	case stripe.IsRetryable(err):
+		res, err := stripeRetry(ctx, fmt.Errorf("reading checkout session %s: %w", id, err))
+		return res, stripe.Session{}, err
+	default:
+		// Recorded as checked, so a permanent error does not loop; the
+		// next scheduled read tries again.
+		p.Status.LastSessionCheckAt = s.metaNow()
+		ctrl.LoggerFrom(ctx).Error(err, "reading checkout session", "session", id)
+		return ctrl.Result{}, stripe.Session{}, nil
+	}
+	var pi *stripe.PaymentIntent
+	if sess.Status == stripe.SessionComplete && sess.PaymentIntentID != "" {
+		got, err := r.Stripe.GetPaymentIntent(ctx, sess.PaymentIntentID)
+		switch {
+		case err == nil:
+			pi = &got
+		case stripe.IsRetryable(err):
+			// The session alone is applied now; the check is not recorded,
+			// so it is done again (with the intent) on the retry.
+			r.applySession(ctx, s, sess, nil)
+			res, err := stripeRetry(ctx, fmt.Errorf("reading payment intent %s: %w", sess.PaymentIntentID, err))
+			return res, sess, err
+		default:
+			ctrl.LoggerFrom(ctx).Error(err, "reading payment intent", "paymentIntent", sess.PaymentIntentID)
+		}
+	}
+	p.Status.LastSessionCheckAt = s.metaNow()
+	r.applySession(ctx, s, sess, pi)
+	return ctrl.Result{}, sess, nil
+}
+
+// applySession applies a session read from Stripe. An observation lifecycle
+// rejects (not this purchase's, or a second payment) is logged and shown as
+// a Warning, not retried: retrying gives the same answer.
+func (r *PurchaseReconciler) applySession(ctx context.Context, s *purchaseScope, sess stripe.Session, pi *stripe.PaymentIntent) {
+	res, err := lifecycle.ApplyRetrieved(s.p, sess, pi, s.now)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "ignoring checkout session observation", "session", sess.ID)
+		if errors.Is(err, lifecycle.ErrConflictingPayment) {
+			s.event(corev1.EventTypeWarning, eventReasonConflictingPayment, "%s", err.Error())
+		}
+		return
+	}
+	s.apply(res)
+}
+
+// reconcileRefund carries out spec.refund: a full refund of the
+// PaymentIntent, created once (idempotency key from the Purchase UID), then
+// read back until Stripe settles it. The outcome is applied with
+// lifecycle.ApplyRefund, as charge.refund.updated would be.
+func (r *PurchaseReconciler) reconcileRefund(ctx context.Context, s *purchaseScope) (ctrl.Result, error) {
+	p := s.p
+	if p.Spec.Refund == nil || !p.Spec.Refund.Requested {
+		return ctrl.Result{}, nil
+	}
+	switch p.Status.Phase {
+	case v1alpha1.PurchaseRefunded:
+		return ctrl.Result{}, nil
+	case v1alpha1.PurchaseCompleted:
+	default:
+		s.setCondition(v1alpha1.ConditionRefunded, metav1.ConditionFalse, lifecycle.ReasonNotRefundable,
+			fmt.Sprintf("a refund was requested but the purchase is %s: nothing was paid", p.Status.Phase))
+		return ctrl.Result{}, nil
+	}
+	if p.Status.StripeRefundID != "" {
+		if readyCondition(p, v1alpha1.ConditionRefunded) != lifecycle.ReasonRefundPending {
+			return ctrl.Result{}, nil
+		}
+		re, err := r.Stripe.GetRefund(ctx, p.Status.StripeRefundID)
+		if err != nil {
+			if stripe.IsRetryable(err) {
+				return stripeRetry(ctx, fmt.Errorf("reading refund %s: %w", p.Status.StripeRefundID, err))
+			}
+			return ctrl.Result{}, fmt.Errorf("reading refund %s: %w", p.Status.StripeRefundID, err)
+		}
+		return r.applyRefund(ctx, s, re)
+	}
+	if p.Status.ExternalTransactionID == "" {
+		s.setCondition(v1alpha1.ConditionRefunded, metav1.ConditionFalse, lifecycle.ReasonNotRefundable,
+			"a refund was requested but no payment was recorded (nothing was charged)")
+		return ctrl.Result{}, nil
+	}
+	md := map[string]string{stripe.MetaPurchaseID: p.Name}
+	if v := p.Spec.Refund.Reason; v != "" {
+		md[refundMetaReason] = v
+	}
+	if v := p.Spec.Refund.RequestedBy; v != "" {
+		md[refundMetaRequestedBy] = v
+	}
+	re, err := r.Stripe.CreateRefund(ctx, stripe.CreateRefundParams{
+		OwnerUID:        string(p.UID),
+		PaymentIntentID: p.Status.ExternalTransactionID,
+		Metadata:        md,
+	})
+	switch {
+	case err == nil:
+	case stripe.IsRetryable(err):
+		s.setCondition(v1alpha1.ConditionRefunded, metav1.ConditionFalse, lifecycle.ReasonRefundPending,
+			"Stripe is unavailable, retrying the refund: "+stripe.UserMessage(err))
+		return stripeRetry(ctx, fmt.Errorf("creating refund: %w", err))
+	case stripe.IsTerminal(err):
+		msg := "Stripe rejected the refund: " + stripe.UserMessage(err) + "; access kept"
+		if !conditionMatches(p, v1alpha1.ConditionRefunded, lifecycle.ReasonRefundFailed, msg) {
+			s.setCondition(v1alpha1.ConditionRefunded, metav1.ConditionFalse, lifecycle.ReasonRefundFailed, msg)
+			s.event(corev1.EventTypeWarning, lifecycle.ReasonRefundFailed, "%s", msg)
+		}
+		purchaseReconcileErrors.WithLabelValues(errReasonStripeRejected).Inc()
+		return ctrl.Result{}, nil
+	default:
+		return ctrl.Result{}, fmt.Errorf("creating refund: %w", err)
+	}
+	by := p.Spec.Refund.RequestedBy
+	if by == "" {
+		by = "an administrator"
+	}
+	// The charge.refunded webhook races this status write. Stripe's answer
+	// is recorded now, re-reading the purchase on conflict, so the refund id
+	// is never lost to the webhook's write.
+	var result ctrl.Result
+	err = r.commitRetrying(ctx, s, func() error {
+		s.p.Status.StripeRefundID = re.ID
+		s.event(corev1.EventTypeNormal, eventReasonRefundRequested, "refund %s of %s requested by %s", re.ID, formatPrice(&s.p.Spec.Price), by)
+		var err error
+		result, err = r.applyRefund(ctx, s, re)
+		return err
+	})
+	return result, err
+}
+
+func (r *PurchaseReconciler) applyRefund(ctx context.Context, s *purchaseScope, re stripe.Refund) (ctrl.Result, error) {
+	res, err := lifecycle.ApplyRefund(s.p, re, s.now)
+	if err != nil {
+		return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("applying refund %s: %w", re.ID, err))
+	}
+	s.apply(res)
+	if readyCondition(s.p, v1alpha1.ConditionRefunded) == lifecycle.ReasonRefundPending {
+		ctrl.LoggerFrom(ctx).V(1).Info("refund pending", "refund", re.ID)
+		return ctrl.Result{RequeueAfter: r.refundPollInterval()}, nil
+	}
+	return ctrl.Result{}, nil
+}
+
+// reconcileAccess brings the Access condition in line with the time: it ends
+// access at expiresAt (the phase stays Completed).
+func (r *PurchaseReconciler) reconcileAccess(_ context.Context, s *purchaseScope) (ctrl.Result, error) {
+	s.apply(lifecycle.Refresh(s.p, s.now))
+	return ctrl.Result{}, nil
+}
+
+// reconcileRetention deletes Canceled and Failed purchases once they have
+// been over for RetentionTerminal, so abandoned checkouts do not pile up in
+// etcd. Completed and Refunded purchases are purchase history and stay.
+func (r *PurchaseReconciler) reconcileRetention(ctx context.Context, s *purchaseScope) (ctrl.Result, error) {
+	ended, ok := lifecycle.EndedAt(s.p)
+	if !ok || r.retention() <= 0 || s.now.Before(ended.Add(r.retention())) {
+		return ctrl.Result{}, nil
+	}
+	if err := r.commit(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
+	r.Recorder.Eventf(s.p, nil, corev1.EventTypeNormal, eventReasonRetentionExpired, eventActionDelete,
+		"deleting: %s since %s, retention is %s", s.p.Status.Phase, ended.UTC().Format(time.RFC3339), r.retention())
+	if err := r.Client.Delete(ctx, s.p, client.Preconditions{UID: &s.p.UID}); client.IgnoreNotFound(err) != nil {
+		return ctrl.Result{}, fmt.Errorf("deleting ended purchase: %w", err)
+	}
+	s.deleted = true
+	ctrl.LoggerFrom(ctx).Info("deleted ended purchase", "phase", s.p.Status.Phase, "endedAt", ended)
+	return ctrl.Result{}, nil
+}
+
+// reconcileDelete expires a still-open session before the Purchase goes, so
+// nobody pays for a purchase that no longer exists. Stripe outages hold the
+// deletion for at most DeletionTimeout; then it is let go with a Warning
+// (the session still expires on its own at expires_at).
+func (r *PurchaseReconciler) reconcileDelete(ctx context.Context, s *purchaseScope) (ctrl.Result, error) {
+	p := s.p
+	if !controllerutil.ContainsFinalizer(p, v1alpha1.PurchaseFinalizer) {
+		return ctrl.Result{}, nil
+	}
+	if id := p.Status.CheckoutSessionID; id != "" && p.Status.Phase == v1alpha1.PurchasePending && readyReason(p) != lifecycle.ReasonPaymentProcessing {
+		_, err := r.Stripe.ExpireCheckoutSession(ctx, id)
+		switch {
+		case err == nil:
+		case stripe.IsTerminal(err):
+			// Not open any more. If it was paid, someone must refund it.
+			if sess, gerr := r.Stripe.GetCheckoutSession(ctx, id); gerr == nil &&
+				sess.Status == stripe.SessionComplete && sess.PaymentStatus != stripe.PaymentUnpaid {
+				r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, eventReasonPaidAfterDeletion, eventActionDelete,
+					"checkout session %s was paid (PaymentIntent %s) before the purchase was deleted; refund it in Stripe", id, sess.PaymentIntentID)
+			}
+		default:
+			waited := s.now.Sub(p.DeletionTimestamp.Time)
+			if waited < r.deletionTimeout() {
+				purchaseReconcileErrors.WithLabelValues(errorReason(err)).Inc()
+				ctrl.LoggerFrom(ctx).Info("could not expire checkout session before deletion, retrying", "session", id, "error", err.Error())
+				return ctrl.Result{RequeueAfter: cleanupRetryDelay(waited, r.deletionTimeout(), stripe.RetryAfter(err))}, nil
+			}
+			r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, eventReasonSessionExpireAbandoned, eventActionDelete,
+				"could not expire checkout session %s within %s (%s); letting the purchase go, the session expires at %s",
+				id, r.deletionTimeout(), stripe.UserMessage(err), p.Status.CheckoutSessionExpiresAt.UTC().Format(time.RFC3339))
+		}
+	}
+	base := p.DeepCopy()
+	controllerutil.RemoveFinalizer(p, v1alpha1.PurchaseFinalizer)
+	if err := r.Client.Patch(ctx, p, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); client.IgnoreNotFound(err) != nil {
+		return ctrl.Result{}, fmt.Errorf("removing finalizer: %w", err)
+	}
+	return ctrl.Result{}, nil
+}
+
+// ensureFinalizer adds the finalizer before anything is created in Stripe.
+func (r *PurchaseReconciler) ensureFinalizer(ctx context.Context, s *purchaseScope) error {
+	if controllerutil.ContainsFinalizer(s.p, v1alpha1.PurchaseFinalizer) {
+		return nil
+	}
+	controllerutil.AddFinalizer(s.p, v1alpha1.PurchaseFinalizer)
+	if err := r.Client.Patch(ctx, s.p, client.MergeFromWithOptions(s.base, client.MergeFromWithOptimisticLock{})); err != nil {
+		return fmt.Errorf("adding finalizer: %w", err)
+	}
+	s.base = s.p.DeepCopy()
+	return nil
+}
+
+// commit persists the status if it changed (optimistic lock: a concurrent
+// writer, such as the webhook receiver, makes it fail and the next reconcile
+// starts from the stored object), then records the Events that explain it.
+func (r *PurchaseReconciler) commit(ctx context.Context, s *purchaseScope) error {
+	s.p.Status.ObservedGeneration = s.p.Generation
+	if !equality.Semantic.DeepEqual(s.base.Status, s.p.Status) {
+		if err := r.Client.Status().Patch(ctx, s.p, client.MergeFromWithOptions(s.base, client.MergeFromWithOptimisticLock{})); err != nil {
+			return fmt.Errorf("patching status of Purchase %s: %w", klog.KObj(s.p), err)
+		}
+	}
+	s.base = s.p.DeepCopy()
+	for _, e := range s.events {
+		r.Recorder.Eventf(s.p, nil, e.Type, e.Reason, eventActionReconcile, "%s", e.Message)
+	}
+	s.events = nil
+	return nil
+}
+
+// commitRetrying applies mutate to the purchase and commits it; on a
+// conflict it re-reads the purchase and applies mutate again (what earlier
+// phases changed is then dropped; the next reconcile derives it again). It
+// is for results of Stripe calls that must not be lost.
+func (r *PurchaseReconciler) commitRetrying(ctx context.Context, s *purchaseScope, mutate func() error) error {
+	return retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		events := len(s.events)
+		if err := mutate(); err != nil {
+			return err
+		}
+		err := r.commit(ctx, s)
+		if !apierrors.IsConflict(err) {
+			return err
+		}
+		s.events = s.events[:events]
+		latest := &v1alpha1.Purchase{}
+		if gerr := r.Client.Get(ctx, client.ObjectKeyFromObject(s.p), latest); gerr != nil {
+			return gerr
+		}
+		*s.p = *latest
+		s.base = latest.DeepCopy()
+		return err
+	})
+}
+
+func (s *purchaseScope) setReady(status metav1.ConditionStatus, reason, message string) {
+	s.setCondition(v1alpha1.ConditionReady, status, reason, message)
+}
+
+func (s *purchaseScope) setCondition(typ string, status metav1.ConditionStatus, reason, message string) {
+	meta.SetStatusCondition(&s.p.Status.Conditions, metav1.Condition{
+		Type:               typ,
+		Status:             status,
+		Reason:             reason,
+		Message:            message,
+		ObservedGeneration: s.p.Generation,
+		LastTransitionTime: *s.metaNow(),
+	})
+}
+
+func readyReason(p *v1alpha1.Purchase) string {
+	return readyCondition(p, v1alpha1.ConditionReady)
+}
+
+// readyCondition returns the reason of condition typ, or "".
+func readyCondition(p *v1alpha1.Purchase, typ string) string {
+	if c := meta.FindStatusCondition(p.Status.Conditions, typ); c != nil {
+		return c.Reason
+	}
+	return ""
+}
+
+func conditionMatches(p *v1alpha1.Purchase, typ, reason, message string) bool {
+	c := meta.FindStatusCondition(p.Status.Conditions, typ)
+	return c != nil && c.Reason == reason && c.Message == message
+}
+
+// soonest merges two results: the earlier requeue wins.
+func soonest(a, b ctrl.Result) ctrl.Result {
+	switch {
+	case a.RequeueAfter == 0:
+		return b
+	case b.RequeueAfter == 0 || a.RequeueAfter <= b.RequeueAfter:
+		return a
+	}
+	return b
+}
+
+// purchaseChanged lets through what the controller must act on: creation,
+// deletion, spec changes (generation), the recheck annotation, phase changes
+// made by others (the webhook receiver), and periodic resyncs (the
+// level-triggered safety net). The controller's own condition-only status
+// writes do not wake it.
+func purchaseChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, okO := e.ObjectOld.(*v1alpha1.Purchase)
+			n, okN := e.ObjectNew.(*v1alpha1.Purchase)
+			if !okO || !okN {
+				return false
+			}
+			return o.ResourceVersion == n.ResourceVersion ||
+				o.Generation != n.Generation ||
+				o.DeletionTimestamp.IsZero() != n.DeletionTimestamp.IsZero() ||
+				o.Annotations[v1alpha1.AnnotationRecheckRequested] != n.Annotations[v1alpha1.AnnotationRecheckRequested] ||
+				o.Status.Phase != n.Status.Phase
+		},
+	}
+}
+
+// countTransitions counts phase changes as the watch sees them, whoever
+// made them (this controller or the webhook receiver on any replica). It
+// enqueues nothing.
+func countTransitions() handler.EventHandler {
+	return handler.Funcs{
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			o, okO := e.ObjectOld.(*v1alpha1.Purchase)
+			n, okN := e.ObjectNew.(*v1alpha1.Purchase)
+			if okO && okN && o.Status.Phase != n.Status.Phase {
+				purchaseTransitions.WithLabelValues(phaseLabel(o.Status.Phase), phaseLabel(n.Status.Phase)).Inc()
+			}
+		},
+	}
+}
+
+// becameCompleted passes purchases that are (or just became) Completed.
+func becameCompleted() predicate.Predicate {
+	completed := func(o client.Object) bool {
+		p, ok := o.(*v1alpha1.Purchase)
+		return ok && p.Status.Phase == v1alpha1.PurchaseCompleted
+	}
+	return predicate.Funcs{
+		CreateFunc: func(e event.CreateEvent) bool { return completed(e.Object) },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return completed(e.ObjectNew) && !completed(e.ObjectOld)
+		},
+		DeleteFunc:  func(event.DeleteEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
+}
+
+// pendingSiblings maps a Completed purchase to the Pending purchases of the
+// same user and entity, which it supersedes.
+func (r *PurchaseReconciler) pendingSiblings(ctx context.Context, o client.Object) []reconcile.Request {
+	p, ok := o.(*v1alpha1.Purchase)
+	if !ok {
+		return nil
+	}
+	var list v1alpha1.PurchaseList
+	if err := r.Client.List(ctx, &list, client.InNamespace(p.Namespace),
+		client.MatchingFields{index.PurchaseByUserEntity: index.UserEntityKey(p.Spec.UserID, p.Spec.EntityID)}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "listing purchases to supersede", "purchase", klog.KObj(p))
+		return nil
+	}
+	var out []reconcile.Request
+	for _, q := range list.Items {
+		if q.UID != p.UID && (q.Status.Phase == v1alpha1.PurchasePending || q.Status.Phase == "") {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&q)})
+		}
+	}
+	return out
+}
+
+// purchasesWaitingForCustomer maps a Customer to the Pending purchases of
+// its user that have no Stripe customer yet.
+func (r *PurchaseReconciler) purchasesWaitingForCustomer(ctx context.Context, o client.Object) []reconcile.Request {
+	c, ok := o.(*v1alpha1.Customer)
+	if !ok {
+		return nil
+	}
+	var list v1alpha1.PurchaseList
+	if err := r.Client.List(ctx, &list, client.InNamespace(c.Namespace),
+		client.MatchingFields{index.PurchaseByUser: c.Spec.UserID}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "listing purchases of customer", "customer", klog.KObj(c))
+		return nil
+	}
+	var out []reconcile.Request
+	for _, p := range list.Items {
+		if (p.Status.Phase == v1alpha1.PurchasePending || p.Status.Phase == "") && p.Status.StripeCustomerID == "" {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&p)})
+		}
+	}
+	return out
+}
+
+func (r *PurchaseReconciler) clock() clock.PassiveClock {
+	if r.Clock == nil {
+		return clock.RealClock{}
+	}
+	return r.Clock
+}
+
+func (r *PurchaseReconciler) sessionTTL() time.Duration {
+	ttl := r.SessionTTL
+	if ttl <= 0 {
+		ttl = DefaultSessionTTL
+	}
+	// Stripe refuses an expires_at more than 24 hours ahead.
+	return min(ttl, 24*time.Hour-sessionCreateWindow)
+}
+
+func (r *PurchaseReconciler) retention() time.Duration {
+	if r.RetentionTerminal == 0 {
+		return DefaultRetentionTerminal
+	}
+	return r.RetentionTerminal
+}
+
+func (r *PurchaseReconciler) deletionTimeout() time.Duration {
+	if r.DeletionTimeout <= 0 {
+		return DefaultPurchaseDeletionTimeout
+	}
+	return r.DeletionTimeout
+}
+
+func (r *PurchaseReconciler) refundPollInterval() time.Duration {
+	if r.RefundPollInterval <= 0 {
+		return DefaultRefundPollInterval
+	}
+	return r.RefundPollInterval
+}
+
+func (r *PurchaseReconciler) recheckMinInterval() time.Duration {
+	return r.schedule().RecheckMinInterval
+}
+
+// schedule is the healing, expiry and retention schedule with this
+// reconciler's settings over lifecycle's defaults.
+func (r *PurchaseReconciler) schedule() lifecycle.Schedule {
+	s := lifecycle.DefaultSchedule()
+	if len(r.HealingSchedule) > 0 {
+		s.Healing = r.HealingSchedule
+	}
+	if r.HealingInterval > 0 {
+		s.HealingInterval = r.HealingInterval
+	}
+	if r.SessionExpiryMargin > 0 {
+		s.ExpiryMargin = r.SessionExpiryMargin
+	}
+	if r.RecheckMinInterval > 0 {
+		s.RecheckMinInterval = r.RecheckMinInterval
+	}
+	s.Retention = max(r.retention(), 0)
+	return s
+}
