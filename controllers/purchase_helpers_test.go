@@ -531,7 +531,9 @@ func (w *webhookReceiver) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			return
 		}
 		name, pi = c.Metadata[stripe.MetaPurchaseID], c.PaymentIntentID
-		apply = func(p *v1alpha1.Purchase, now time.Time) (lifecycle.Result, error) { return lifecycle.ApplyCharge(p, c, now) }
+		apply = func(p *v1alpha1.Purchase, now time.Time) (lifecycle.Result, error) {
+			return lifecycle.ApplyCharge(p, c, now)
+		}
 	case stripe.EventChargeRefundUpdated:
 		re, err := stripe.RefundFromEvent(ev)
 		if err != nil {
@@ -539,7 +541,9 @@ func (w *webhookReceiver) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			return
 		}
 		name, pi = re.Metadata[stripe.MetaPurchaseID], re.PaymentIntentID
-		apply = func(p *v1alpha1.Purchase, now time.Time) (lifecycle.Result, error) { return lifecycle.ApplyRefund(p, re, now) }
+		apply = func(p *v1alpha1.Purchase, now time.Time) (lifecycle.Result, error) {
+			return lifecycle.ApplyRefund(p, re, now)
+		}
 	case stripe.EventChargeDisputeCreated, stripe.EventChargeDisputeClosed:
 		d, err := stripe.DisputeFromEvent(ev)
 		if err != nil {
@@ -547,7 +551,9 @@ func (w *webhookReceiver) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			return
 		}
 		pi = d.PaymentIntentID
-		apply = func(p *v1alpha1.Purchase, now time.Time) (lifecycle.Result, error) { return lifecycle.ApplyDispute(p, d, now) }
+		apply = func(p *v1alpha1.Purchase, now time.Time) (lifecycle.Result, error) {
+			return lifecycle.ApplyDispute(p, d, now)
+		}
 	default:
 		rw.WriteHeader(http.StatusOK)
 		return
