@@ -23,7 +23,7 @@ func TestKindDeploy_OverlayDeploysTheRequestedImage(t *testing.T) {
 	} {
 		t.Run(img, func(t *testing.T) {
 			dir := t.TempDir()
-			cmd := exec.Command("bash", "-c", `source hack/kind-deploy.sh && OVERLAY="$1" && write_overlay`, "bash", dir)
+			cmd := exec.CommandContext(t.Context(), "bash", "-c", `source hack/kind-deploy.sh && OVERLAY="$1" && write_overlay`, "bash", dir)
 			cmd.Dir = testenv.RepoRoot()
 			cmd.Env = append(os.Environ(), "IMG="+img)
 			if out, err := cmd.CombinedOutput(); err != nil {

@@ -28,7 +28,6 @@ const (
 	managerRoleName  = "paytoview-manager-role"
 	managerContainer = "manager"
 	emulatorName     = "paytoview-stripe-emulator"
-	stripeSecretName = "paytoview-stripe"
 	authSecretName   = "paytoview-auth"
 )
 
