@@ -9,7 +9,7 @@ LOCALBIN ?= $(CURDIR)/bin
 GO ?= go
 
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
-KUSTOMIZE_VERSION ?= v5.8.3
+KUSTOMIZE_VERSION ?= v5.8.2
 GOLANGCI_LINT_VERSION ?= v2.15.0
 STRIPE_MOCK_VERSION ?= v0.180.0
 
@@ -20,7 +20,6 @@ STRIPE_MOCK ?= $(LOCALBIN)/stripe-mock-$(STRIPE_MOCK_VERSION)
 
 # go test flags; -race where it fits CI's time budget.
 TEST_FLAGS ?= -race -count=1
-# Packages that need no control plane and no stripe-mock.
 .PHONY: all
 all: build
 
@@ -61,7 +60,7 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint.
 ##@ Test
 
 .PHONY: test
-test: verify-generated vet test-unit test-contract ## Run every test (generated-files check, vet, unit + envtest, contract).
+test: verify-generated vet test-unit test-contract test-e2e ## Run every test (generated-files check, vet, unit + envtest, contract, end to end).
 
 .PHONY: envtest
 envtest: ## Build (or reuse) kube-apiserver and etcd for envtest and print their directory.
@@ -74,6 +73,10 @@ test-unit: ## Unit and envtest tests.
 .PHONY: test-contract
 test-contract: $(STRIPE_MOCK) ## Stripe client against stripe-mock and the emulator.
 	STRIPE_MOCK_BIN=$(STRIPE_MOCK) $(GO) test -count=1 -tags contract ./internal/stripe/...
+
+.PHONY: test-e2e
+test-e2e: ## End-to-end: the built operator and emulator as processes, HTTP only (E2E_KUBECONFIG for a real cluster).
+	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" $(GO) test -tags e2e -count=1 -timeout 30m ./test/e2e/
 
 ##@ Build
 
@@ -88,6 +91,36 @@ run: ## Run the whole system locally: control plane, Stripe emulator, operator.
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a container engine).
 	docker build -t $(IMG) .
+
+##@ Deployment
+
+ignore-not-found ?= false
+
+# deploy-overlay writes dist/overlay: config/$(1) with the image set to $(IMG), so deploying never edits config/.
+define deploy-overlay
+@rm -rf dist/overlay && mkdir -p dist/overlay
+@printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- ../../config/%s\n' $(1) > dist/overlay/kustomization.yaml
+@cd dist/overlay && $(KUSTOMIZE) edit set image paytoview-operator=$(IMG)
+endef
+
+.PHONY: build-installer
+build-installer: manifests $(KUSTOMIZE) ## Render config/default with image IMG into dist/install.yaml.
+	$(call deploy-overlay,default)
+	$(KUSTOMIZE) build dist/overlay > dist/install.yaml
+	@echo "wrote dist/install.yaml (image $(IMG)): kubectl apply --server-side -f dist/install.yaml"
+
+.PHONY: deploy
+deploy: manifests $(KUSTOMIZE) ## Install into the current kubectl context with image IMG (create the Secrets first: docs/deploy.md).
+	$(call deploy-overlay,default)
+	$(KUSTOMIZE) build dist/overlay | kubectl apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: $(KUSTOMIZE) ## Remove the operator, its CRDs and namespace (every Product/Purchase/Customer too). ignore-not-found=true to ignore missing objects.
+	$(KUSTOMIZE) build config/default | kubectl delete --ignore-not-found=$(ignore-not-found) -f -
+
+.PHONY: kind-deploy
+kind-deploy: $(KUSTOMIZE) ## Run the operator and the Stripe emulator on a kind cluster (needs Docker, kind, kubectl, openssl).
+	KUSTOMIZE=$(KUSTOMIZE) IMG=$(IMG) hack/kind-deploy.sh
 
 ##@ Tools
 
@@ -111,5 +144,5 @@ define go-install-tool
 @set -e; tmp=$$(mktemp -d); \
 echo "installing $(2)@$(3)"; \
 GOBIN=$$tmp $(GO) install $(2)@$(3); \
-mv $$tmp/$$(basename $(2)) $(1); rm -rf $$tmp
+mv $$tmp/* $(1); rm -rf $$tmp
 endef
