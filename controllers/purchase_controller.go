@@ -1,3 +1,6 @@
+// Package controllers holds the operator's reconcilers: Product (Stripe
+// product and price), Customer (Stripe customer) and Purchase (the checkout
+// and payment lifecycle).
 package controllers
 
 import (
@@ -346,9 +349,12 @@ func (r *PurchaseReconciler) reconcileCheckoutSession(ctx context.Context, s *pu
 	switch {
 	case err == nil:
 	case stripe.IsIdempotencyMismatch(err):
-		// The same key was used with other parameters (the buyer's Stripe
-		// customer changed): start over with a new expires_at, hence key.
-		p.Status.CheckoutSessionExpiresAt = nil
+		// The key was first used with other parameters (the buyer's Stripe
+		// customer changed): a session made with them was never recorded,
+		// so nobody holds its client secret. Move expires_at by a second,
+		// which makes a new key, and create again.
+		next := metav1.NewTime(p.Status.CheckoutSessionExpiresAt.Add(time.Second))
+		p.Status.CheckoutSessionExpiresAt = &next
 		return ctrl.Result{}, fmt.Errorf("creating checkout session: %w", err)
 	case stripe.IsRetryable(err):
 		s.setReady(metav1.ConditionFalse, lifecycle.ReasonStripeUnavailable, "Stripe is unavailable, retrying: "+stripe.UserMessage(err))
@@ -663,6 +669,11 @@ func (r *PurchaseReconciler) reconcileRefund(ctx context.Context, s *purchaseSco
 		}
 		return r.applyRefund(ctx, s, re)
 	}
+	if readyCondition(p, v1alpha1.ConditionRefunded) == lifecycle.ReasonRefundRejected {
+		// Stripe refused; asking again gets the same answer. A human
+		// handles it in the Stripe dashboard.
+		return ctrl.Result{}, nil
+	}
 	if p.Status.ExternalTransactionID == "" {
 		s.setCondition(v1alpha1.ConditionRefunded, metav1.ConditionFalse, lifecycle.ReasonNotRefundable,
 			"a refund was requested but no payment was recorded (nothing was charged)")
@@ -688,10 +699,8 @@ func (r *PurchaseReconciler) reconcileRefund(ctx context.Context, s *purchaseSco
 		return stripeRetry(ctx, fmt.Errorf("creating refund: %w", err))
 	case stripe.IsTerminal(err):
 		msg := "Stripe rejected the refund: " + stripe.UserMessage(err) + "; access kept"
-		if !conditionMatches(p, v1alpha1.ConditionRefunded, lifecycle.ReasonRefundFailed, msg) {
-			s.setCondition(v1alpha1.ConditionRefunded, metav1.ConditionFalse, lifecycle.ReasonRefundFailed, msg)
-			s.event(corev1.EventTypeWarning, lifecycle.ReasonRefundFailed, "%s", msg)
-		}
+		s.setCondition(v1alpha1.ConditionRefunded, metav1.ConditionFalse, lifecycle.ReasonRefundRejected, msg)
+		s.event(corev1.EventTypeWarning, lifecycle.ReasonRefundRejected, "%s", msg)
 		purchaseReconcileErrors.WithLabelValues(errReasonStripeRejected).Inc()
 		return ctrl.Result{}, nil
 	default:
@@ -877,11 +886,6 @@ func readyCondition(p *v1alpha1.Purchase, typ string) string {
 		return c.Reason
 	}
 	return ""
-}
-
-func conditionMatches(p *v1alpha1.Purchase, typ, reason, message string) bool {
-	c := meta.FindStatusCondition(p.Status.Conditions, typ)
-	return c != nil && c.Reason == reason && c.Message == message
 }
 
 // soonest merges two results: the earlier requeue wins.

@@ -205,7 +205,7 @@ func TestPurchase_FailedRefundKeepsAccess(t *testing.T) {
 	if err := h.em.FailNextRefund(emulator.RefundFails); err != nil {
 		t.Fatal(err)
 	}
-	h.requestRefund(p, "", "admin-7")
+	h.requestRefund(p, "", "support-1")
 	p = h.waitFor(p, "Refunded=False RefundFailed", func(p *v1alpha1.Purchase) bool {
 		return hasCondition(p, v1alpha1.ConditionRefunded, metav1.ConditionFalse, lifecycle.ReasonRefundFailed)
 	})

@@ -64,8 +64,14 @@ type harnessOptions struct {
 	// realClock runs the reconciler and the emulator on the wall clock (for
 	// schedule-driven tests); otherwise they share a fake clock.
 	realClock bool
+	// separateStripeClock gives the emulator a fake clock of its own that
+	// advance does not move.
+	separateStripeClock bool
 	// stripeTimeout is the Stripe client's per-call timeout (default 5s).
 	stripeTimeout time.Duration
+	// wrap, when set, puts a fake in front of the Stripe client the
+	// Purchase reconciler uses.
+	wrap func(PurchaseStripe) PurchaseStripe
 	// tweak adjusts the reconciler before it is set up.
 	tweak func(*PurchaseReconciler)
 }
@@ -83,6 +89,9 @@ func startPurchaseHarness(t *testing.T, opts harnessOptions) *purchaseHarness {
 		h.fake = clocktesting.NewFakeClock(time.Now())
 		h.clock = h.fake
 		now = h.fake.Now
+		if opts.separateStripeClock {
+			now = clocktesting.NewFakeClock(h.fake.Now()).Now
+		}
 	}
 	recv := &webhookReceiver{h: h}
 	srv := httptest.NewServer(recv)
@@ -114,6 +123,9 @@ func startPurchaseHarness(t *testing.T, opts harnessOptions) *purchaseHarness {
 		t.Fatal(err)
 	}
 	h.faulty = &faultyStripe{PurchaseStripe: h.stripe}
+	if opts.wrap != nil {
+		h.faulty.PurchaseStripe = opts.wrap(h.stripe)
+	}
 	h.priceID = h.createPrice(500, "usd")
 	h.start()
 	return h

@@ -85,6 +85,10 @@ const (
 	// ReasonRefundFailed: Stripe could not refund; access is kept and the
 	// refund must be handled in the Stripe dashboard.
 	ReasonRefundFailed = "RefundFailed"
+	// ReasonRefundRejected: Stripe refused to create the refund the
+	// operator asked for (for example, the charge was disputed); it is not
+	// asked again, the refund must be handled in the Stripe dashboard.
+	ReasonRefundRejected = "RefundRejected"
 	// ReasonPartiallyRefunded: part of the price was refunded (from the
 	// Stripe dashboard); access is kept.
 	ReasonPartiallyRefunded = "PartiallyRefunded"

@@ -451,14 +451,15 @@ func TestApplyRetrieved(t *testing.T) {
 	}
 }
 
-func charge(amount, refunded int64) stripe.Charge {
-	return stripe.Charge{ID: "ch_1", PaymentIntentID: piID, Amount: amount, AmountRefunded: refunded,
-		Refunded: refunded >= amount, Currency: "usd", Metadata: meta4(purchaseName, userID)}
+// charge is the 500 usd charge of the purchase with refunded of it refunded.
+func charge(refunded int64) stripe.Charge {
+	return stripe.Charge{ID: "ch_1", PaymentIntentID: piID, Amount: 500, AmountRefunded: refunded,
+		Refunded: refunded >= 500, Currency: "usd", Metadata: meta4(purchaseName, userID)}
 }
 
 func TestApplyCharge(t *testing.T) {
 	partly := func(p *v1alpha1.Purchase) {
-		if _, err := ApplyCharge(p, charge(500, 200), t0.Add(-time.Minute)); err != nil {
+		if _, err := ApplyCharge(p, charge(200), t0.Add(-time.Minute)); err != nil {
 			panic(err)
 		}
 	}
@@ -469,7 +470,7 @@ func TestApplyCharge(t *testing.T) {
 		want want
 	}{{
 		name: "full refund makes a completed purchase refunded and revokes access",
-		p:    purchase(completed), c: charge(500, 500),
+		p:    purchase(completed), c: charge(500),
 		want: want{phase: v1alpha1.PurchaseRefunded, changed: true, events: []string{ReasonRefunded}, access: ReasonRefunded, refunded: ReasonRefunded,
 			check: func(t *testing.T, p *v1alpha1.Purchase) {
 				if p.Status.AmountRefunded != 500 || p.Status.RefundedAt == nil || !p.Status.RefundedAt.Time.Equal(t0) {
@@ -478,7 +479,7 @@ func TestApplyCharge(t *testing.T) {
 			}},
 	}, {
 		name: "partial refund records the amount and keeps access",
-		p:    purchase(completed), c: charge(500, 200),
+		p:    purchase(completed), c: charge(200),
 		want: want{phase: v1alpha1.PurchaseCompleted, changed: true, events: []string{ReasonPartiallyRefunded}, access: ReasonPaid, refunded: ReasonPartiallyRefunded,
 			check: func(t *testing.T, p *v1alpha1.Purchase) {
 				if p.Status.AmountRefunded != 200 || p.Status.RefundedAt != nil {
@@ -487,7 +488,7 @@ func TestApplyCharge(t *testing.T) {
 			}},
 	}, {
 		name: "charge.refunded for the operator's own pending refund only records the amount",
-		p:    purchase(completed, func(p *v1alpha1.Purchase) { p.Status.StripeRefundID = "re_1" }), c: charge(500, 500),
+		p:    purchase(completed, func(p *v1alpha1.Purchase) { p.Status.StripeRefundID = "re_1" }), c: charge(500),
 		want: want{phase: v1alpha1.PurchaseCompleted, changed: true, access: ReasonPaid,
 			check: func(t *testing.T, p *v1alpha1.Purchase) {
 				if p.Status.AmountRefunded != 500 {
@@ -496,7 +497,7 @@ func TestApplyCharge(t *testing.T) {
 			}},
 	}, {
 		name: "a second partial refund raises the total",
-		p:    purchase(completed, partly), c: charge(500, 300),
+		p:    purchase(completed, partly), c: charge(300),
 		want: want{phase: v1alpha1.PurchaseCompleted, changed: true, events: []string{ReasonPartiallyRefunded}, access: ReasonPaid, refunded: ReasonPartiallyRefunded,
 			check: func(t *testing.T, p *v1alpha1.Purchase) {
 				if p.Status.AmountRefunded != 300 {
@@ -505,21 +506,21 @@ func TestApplyCharge(t *testing.T) {
 			}},
 	}, {
 		name: "a stale partial refund event never lowers the total",
-		p:    purchase(completed, partly), c: charge(500, 100),
+		p:    purchase(completed, partly), c: charge(100),
 		want: want{phase: v1alpha1.PurchaseCompleted, access: ReasonPaid, noChanges: true},
 	}, {
 		name: "the rest refunded after a partial refund is a full refund",
-		p:    purchase(completed, partly), c: charge(500, 500),
+		p:    purchase(completed, partly), c: charge(500),
 		want: want{phase: v1alpha1.PurchaseRefunded, changed: true, events: []string{ReasonRefunded}, access: ReasonRefunded, refunded: ReasonRefunded},
 	}, {
 		name: "duplicate full refund is a no-op",
 		p: purchase(completed, func(p *v1alpha1.Purchase) {
-			_, _ = ApplyCharge(p, charge(500, 500), t0.Add(-time.Minute))
-		}), c: charge(500, 500),
+			_, _ = ApplyCharge(p, charge(500), t0.Add(-time.Minute))
+		}), c: charge(500),
 		want: want{phase: v1alpha1.PurchaseRefunded, access: ReasonRefunded, noChanges: true},
 	}, {
 		name: "a full refund seen before the completion makes the pending purchase refunded",
-		p:    purchase(), c: charge(500, 500),
+		p:    purchase(), c: charge(500),
 		want: want{phase: v1alpha1.PurchaseRefunded, changed: true, events: []string{ReasonRefunded}, access: ReasonRefunded,
 			check: func(t *testing.T, p *v1alpha1.Purchase) {
 				if p.Status.ExternalTransactionID != piID {
@@ -528,15 +529,15 @@ func TestApplyCharge(t *testing.T) {
 			}},
 	}, {
 		name: "a charge for another payment intent is rejected",
-		p:    purchase(completed), c: func() stripe.Charge { c := charge(500, 500); c.PaymentIntentID = "pi_other"; return c }(),
+		p:    purchase(completed), c: func() stripe.Charge { c := charge(500); c.PaymentIntentID = "pi_other"; return c }(),
 		want: want{err: ErrNotThisPurchase},
 	}, {
 		name: "a charge with another user's metadata is rejected",
-		p:    purchase(completed), c: func() stripe.Charge { c := charge(500, 500); c.Metadata = meta4(purchaseName, "mallory"); return c }(),
+		p:    purchase(completed), c: func() stripe.Charge { c := charge(500); c.Metadata = meta4(purchaseName, "mallory"); return c }(),
 		want: want{err: ErrNotThisPurchase},
 	}, {
 		name: "a charge without our metadata for a purchase without payment intent is rejected",
-		p:    purchase(), c: func() stripe.Charge { c := charge(500, 500); c.Metadata = nil; return c }(),
+		p:    purchase(), c: func() stripe.Charge { c := charge(500); c.Metadata = nil; return c }(),
 		want: want{err: ErrNotThisPurchase},
 	}}
 	for _, tc := range cases {
@@ -607,14 +608,14 @@ func TestApplyRefund(t *testing.T) {
 	}, {
 		name: "a dashboard refund reported by charge.refunded, then failed, restores access",
 		p: purchase(completed, func(p *v1alpha1.Purchase) {
-			_, _ = ApplyCharge(p, charge(500, 500), t0.Add(-time.Minute))
+			_, _ = ApplyCharge(p, charge(500), t0.Add(-time.Minute))
 		}), r: func() stripe.Refund { r := refund(stripe.RefundFailed, 500); r.Metadata = nil; return r }(),
 		want: want{phase: v1alpha1.PurchaseCompleted, changed: true, events: []string{ReasonRefundFailed}, access: ReasonPaid, refunded: ReasonRefundFailed},
 	}, {
 		name: "our refund counted by charge.refunded while pending, then failed: amount back to zero, access kept",
 		p: purchase(completed, requested, func(p *v1alpha1.Purchase) {
 			_, _ = ApplyRefund(p, refund(stripe.RefundPending, 500), t0.Add(-2*time.Minute))
-			_, _ = ApplyCharge(p, charge(500, 500), t0.Add(-time.Minute))
+			_, _ = ApplyCharge(p, charge(500), t0.Add(-time.Minute))
 		}), r: refund(stripe.RefundFailed, 500),
 		want: want{phase: v1alpha1.PurchaseCompleted, changed: true, events: []string{ReasonRefundFailed}, access: ReasonPaid, refunded: ReasonRefundFailed,
 			check: func(t *testing.T, p *v1alpha1.Purchase) {
@@ -724,7 +725,7 @@ func TestApplyDispute(t *testing.T) {
 	}, {
 		name: "dispute on a refunded purchase keeps it refunded",
 		p: purchase(completed, func(p *v1alpha1.Purchase) {
-			_, _ = ApplyCharge(p, charge(500, 500), t0.Add(-time.Minute))
+			_, _ = ApplyCharge(p, charge(500), t0.Add(-time.Minute))
 		}), d: dispute("needs_response"),
 		want: want{phase: v1alpha1.PurchaseRefunded, changed: true, events: []string{ReasonDisputed}, access: ReasonRefunded},
 	}, {

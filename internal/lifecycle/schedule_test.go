@@ -117,7 +117,7 @@ func TestSchedule_NextCheckAfterThePendingPhase(t *testing.T) {
 	if got := s.NextCheck(failed, t0); !got.IsZero() {
 		t.Errorf("failed, retention off: NextCheck = %v, want none", got)
 	}
-	refunded := purchase(completed, func(p *v1alpha1.Purchase) { _, _ = ApplyCharge(p, charge(500, 500), t0) })
+	refunded := purchase(completed, func(p *v1alpha1.Purchase) { _, _ = ApplyCharge(p, charge(500), t0) })
 	if got := s.NextCheck(refunded, t0); !got.IsZero() {
 		t.Errorf("refunded: NextCheck = %v, want none", got)
 	}
