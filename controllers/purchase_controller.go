@@ -228,7 +228,7 @@ func (r *PurchaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 			return
 		}
 		if err := r.commit(ctx, s); err != nil {
-			retErr = errors.Join(retErr, err)
+			result, retErr = ctrl.Result{}, errors.Join(retErr, err)
 		}
 	}()
 
