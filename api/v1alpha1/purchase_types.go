@@ -216,7 +216,3 @@ type PurchaseList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []Purchase `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&Purchase{}, &PurchaseList{})
-}

@@ -1,11 +1,11 @@
 package main
 
 import (
+	"context"
 	_ "embed"
 	"errors"
 	"fmt"
 	"html/template"
-	"net"
 	"net/http"
 	"time"
 )
@@ -38,7 +38,7 @@ func startDemo(addr string, page demoPage) (*http.Server, error) {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/dev/checkout", http.StatusFound)
 	})
-	l, err := net.Listen("tcp", addr)
+	l, err := listen(context.Background(), addr)
 	if err != nil {
 		return nil, fmt.Errorf("listening for the demo page on %s: %w", addr, err)
 	}

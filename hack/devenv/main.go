@@ -55,8 +55,9 @@ const (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "make run:", err)
 		os.Exit(1)
 	}
@@ -227,7 +228,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return nil
 	case err := <-opDone:
 		opDone <- err // for the deferred stop
-		return fmt.Errorf("the operator stopped: %v (see %s)", err, logFile)
+		return fmt.Errorf("the operator stopped: %w (see %s)", err, logFile)
 	}
 }
 
@@ -338,7 +339,7 @@ func applySamples(ctx context.Context, c client.Client, dir string) (int, error)
 // startEmulator serves the Stripe emulator on a free loopback port.
 func startEmulator(webhookURL string) (*emulator.Emulator, string, func(), error) {
 	em := emulator.New(emulator.Options{WebhookURL: webhookURL, WebhookSecret: "whsec_" + randomHex(24), Logger: logr.Discard()})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := listen(context.Background(), "127.0.0.1:0")
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("listening for the Stripe emulator: %w", err)
 	}
@@ -356,7 +357,7 @@ func startEmulator(webhookURL string) (*emulator.Emulator, string, func(), error
 // listenAddr returns 127.0.0.1:port when that port is free, else a free one.
 func listenAddr(port int) (string, error) {
 	for _, p := range []int{port, 0} {
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		l, err := listen(context.Background(), fmt.Sprintf("127.0.0.1:%d", p))
 		if err != nil {
 			continue
 		}
@@ -383,7 +384,7 @@ func waitReady(ctx context.Context, url string, opDone chan error) error {
 			return ctx.Err()
 		case err := <-opDone:
 			opDone <- err
-			return fmt.Errorf("the operator stopped while starting: %v", err)
+			return fmt.Errorf("the operator stopped while starting: %w", err)
 		case <-deadline.C:
 			return errors.New("the API did not become ready within 2 minutes")
 		case <-tick.C:
@@ -424,6 +425,11 @@ func waitProductsReady(ctx context.Context, c client.Client, out io.Writer) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+func listen(ctx context.Context, addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	return lc.Listen(ctx, "tcp", addr)
 }
 
 func randomHex(n int) string {

@@ -43,7 +43,7 @@ func TestMakeRun_BuyPayListRefund(t *testing.T) {
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			_ = cmd.Process.Kill()
-			<-exited
+			t.Logf("make run stopped: %v", <-exited)
 		}
 	})
 

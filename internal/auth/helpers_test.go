@@ -122,7 +122,7 @@ func checkResult(t testing.TB, token string, got Principal, err error, want Prin
 }
 
 var (
-	rsaKey = sync.OnceValue(func() *rsa.PrivateKey { return mustRSA() })
+	rsaKey = sync.OnceValue(mustRSA)
 	ecKeyA = sync.OnceValue(func() *ecdsa.PrivateKey { return mustEC(elliptic.P256()) })
 	ecKeyB = sync.OnceValue(func() *ecdsa.PrivateKey { return mustEC(elliptic.P256()) })
 )
