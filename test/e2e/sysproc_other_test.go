@@ -2,10 +2,10 @@
 
 package e2e
 
-import "syscall"
+import "os/exec"
 
-// childSysProcAttr has no parent-death signal outside Linux; t.Cleanup
-// stops the children.
-func childSysProcAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{}
+// startChild starts cmd. Outside Linux there is no parent-death signal;
+// t.Cleanup stops the children.
+func startChild(cmd *exec.Cmd) error {
+	return cmd.Start()
 }
