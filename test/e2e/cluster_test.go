@@ -109,6 +109,9 @@ func startCluster(t *testing.T, logDir string) *cluster {
 		c.admin, c.local = cfg, env
 	}
 	c.admin.QPS, c.admin.Burst = 100, 200
+	// Bounded, so that a hung apiserver call fails the test instead of
+	// hanging it.
+	c.admin.Timeout = 30 * time.Second
 	cl, err := client.New(c.admin, client.Options{Scheme: kube.NewScheme()})
 	if err != nil {
 		t.Fatalf("creating the admin client: %v", err)
@@ -159,7 +162,7 @@ func (c *cluster) lease(ns string) (*coordinationv1.Lease, error) {
 // whole).
 func (c *cluster) createNamespace(t *testing.T) string {
 	t.Helper()
-	ctx := testContext(t)
+	ctx := t.Context()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "paytoview-e2e-"}}
 	if err := c.client.Create(ctx, ns); err != nil {
 		t.Fatalf("creating the test namespace: %v", err)
@@ -218,7 +221,7 @@ func trimYAMLDocuments(data []byte) []byte {
 // identity; and it works the same on a kind cluster.
 func (c *cluster) operatorKubeconfig(t *testing.T, ns, dir string) string {
 	t.Helper()
-	ctx := testContext(t)
+	ctx := t.Context()
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: serviceAccountName, Namespace: ns}}
 	subject := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa.Name, Namespace: ns}}
 	objs := []client.Object{sa}
@@ -276,12 +279,4 @@ func randomHex(t *testing.T, n int) string {
 		t.Fatalf("reading random bytes: %v", err)
 	}
 	return hex.EncodeToString(b)
-}
-
-// testContext is a context that ends with the test, bounded so that a hung
-// apiserver call fails the test instead of hanging it.
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return ctx
 }

@@ -56,7 +56,7 @@ func (s *system) do(t *testing.T, method, rawURL, token string, body any) respon
 		}
 		rd, contentType = bytes.NewReader(data), "application/json"
 	}
-	req, err := http.NewRequestWithContext(testContext(t), method, rawURL, rd)
+	req, err := http.NewRequestWithContext(t.Context(), method, rawURL, rd)
 	if err != nil {
 		t.Fatal(err)
 	}

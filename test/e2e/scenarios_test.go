@@ -257,7 +257,7 @@ func testPriceChange(t *testing.T, s *system) {
 			Price: &v1alpha1.Price{Amount: 300, Currency: "eur"}, AccessDurationDays: ptr.To[int32](30), Active: ptr.To(true),
 		},
 	}
-	if err := s.cluster.client.Create(testContext(t), prod); err != nil {
+	if err := s.cluster.client.Create(t.Context(), prod); err != nil {
 		t.Fatalf("creating Product %s: %v", name, err)
 	}
 	prod = s.waitProductReady(t, name, func(p *v1alpha1.Product) bool { return p.Status.Price != nil && p.Status.Price.Amount == 300 })
@@ -267,7 +267,7 @@ func testPriceChange(t *testing.T, s *system) {
 
 	patch := client.MergeFrom(prod.DeepCopy())
 	prod.Spec.Price = &v1alpha1.Price{Amount: 450, Currency: "eur"}
-	if err := s.cluster.client.Patch(testContext(t), prod, patch); err != nil {
+	if err := s.cluster.client.Patch(t.Context(), prod, patch); err != nil {
 		t.Fatalf("changing the price of %s: %v", name, err)
 	}
 	prod = s.waitProductReady(t, name, func(p *v1alpha1.Product) bool {
@@ -404,7 +404,7 @@ func testMoneyAccountedFor(t *testing.T, s *system) {
 		}
 	}
 	var list v1alpha1.PurchaseList
-	if err := s.cluster.client.List(testContext(t), &list, client.InNamespace(s.ns)); err != nil {
+	if err := s.cluster.client.List(t.Context(), &list, client.InNamespace(s.ns)); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range list.Items {

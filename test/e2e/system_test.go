@@ -63,7 +63,6 @@ type system struct {
 	apiURL string
 	// emulatorURL is the Stripe emulator (its API and /_emulator/v1/).
 	emulatorURL string
-	emulator    *process
 
 	managerBin  string
 	operatorEnv []string
@@ -176,7 +175,6 @@ func (s *system) startEmulator(t *testing.T, bin, apiKey, webhookSecret string) 
 			t.Error(err)
 		}
 	})
-	s.emulator = p
 	base, err := p.waitForLine("STRIPE_API_BASE=", readyTimeout)
 	if err != nil {
 		t.Fatal(err)
@@ -339,7 +337,7 @@ func acquiredInCurrentRun(p *process) bool {
 // they are Ready (synced to Stripe).
 func (s *system) applySamples(t *testing.T) {
 	t.Helper()
-	ctx := testContext(t)
+	ctx := t.Context()
 	dir := filepath.Join(testenv.RepoRoot(), "config", "samples")
 	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if err != nil {
@@ -380,7 +378,7 @@ func (s *system) waitProductReady(t *testing.T, name string, cond func(*v1alpha1
 	t.Helper()
 	var p v1alpha1.Product
 	eventually(t, 2*time.Minute, "Product "+name+" Ready", func() (bool, string) {
-		if err := s.cluster.client.Get(testContext(t), client.ObjectKey{Namespace: s.ns, Name: name}, &p); err != nil {
+		if err := s.cluster.client.Get(t.Context(), client.ObjectKey{Namespace: s.ns, Name: name}, &p); err != nil {
 			return false, err.Error()
 		}
 		c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionReady)
@@ -399,7 +397,7 @@ func (s *system) waitProductReady(t *testing.T, name string, cond func(*v1alpha1
 func (s *system) purchase(t *testing.T, id string) *v1alpha1.Purchase {
 	t.Helper()
 	var p v1alpha1.Purchase
-	if err := s.cluster.client.Get(testContext(t), client.ObjectKey{Namespace: s.ns, Name: id}, &p); err != nil {
+	if err := s.cluster.client.Get(t.Context(), client.ObjectKey{Namespace: s.ns, Name: id}, &p); err != nil {
 		t.Fatalf("reading Purchase %s: %v", id, err)
 	}
 	return &p
@@ -409,7 +407,7 @@ func (s *system) purchase(t *testing.T, id string) *v1alpha1.Purchase {
 func (s *system) purchasesOf(t *testing.T, user string) []v1alpha1.Purchase {
 	t.Helper()
 	var list v1alpha1.PurchaseList
-	if err := s.cluster.client.List(testContext(t), &list, client.InNamespace(s.ns)); err != nil {
+	if err := s.cluster.client.List(t.Context(), &list, client.InNamespace(s.ns)); err != nil {
 		t.Fatalf("listing Purchases: %v", err)
 	}
 	var out []v1alpha1.Purchase
