@@ -23,6 +23,7 @@ func TestPayToView(t *testing.T) {
 		localOnly bool
 	}{
 		{"SeedFlow_CreatePayWebhookCompletedListed", testSeedFlow, false},
+		{"ForgedWebhook_RejectedAndChangesNothing", testForgedWebhook, false},
 		{"CreateWithAccess_ShortCircuitsWithoutStripe", testHasAccessShortCircuit, false},
 		{"CreateTwice_ReusesThePendingCheckout", testReuseWithinWindow, false},
 		{"AdminRefund_RefundsInStripeAndRevokesAccess", testAdminRefund, false},

@@ -3,6 +3,9 @@
 package e2e
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -110,6 +113,56 @@ func testSeedFlow(t *testing.T, s *system) {
 	}
 	if s.access(t, s.userToken(t, "e2e-seed-other-user"), entity) {
 		t.Error("another user has access to the entity someone else bought")
+	}
+}
+
+// testForgedWebhook: events that do not carry a valid, fresh signature of
+// the endpoint's secret are refused and never complete a purchase: one
+// signed with another secret, one without a signature, and a genuine
+// signature replayed after the tolerance.
+func testForgedWebhook(t *testing.T, s *system) {
+	const user, entity = "e2e-forger", "vid-forged-1"
+	c := s.createCheckout(t, s.userToken(t, user), videoProduct, entity)
+	sessionID := s.purchase(t, c.PurchaseID).Status.CheckoutSessionID
+	payload, err := json.Marshal(map[string]any{
+		"id": "evt_forged_" + c.PurchaseID, "object": "event", "api_version": emulator.APIVersion,
+		"type": "checkout.session.completed", "created": time.Now().Unix(), "livemode": false,
+		"data": map[string]any{"object": map[string]any{
+			"id": sessionID, "object": "checkout.session", "mode": "payment", "status": "complete",
+			"payment_status": "paid", "payment_intent": "pi_forged", "client_reference_id": c.PurchaseID,
+			"amount_total": 499, "currency": "usd",
+			"metadata": map[string]string{"payToViewPurchaseId": c.PurchaseID, "payToViewProductId": videoProduct,
+				"userId": user, "entityType": "1", "entityId": entity},
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, signature := range map[string]string{
+		"another secret":    emulator.SignatureHeader(payload, "whsec_"+strings.Repeat("0", 48), time.Now()),
+		"no signature":      "",
+		"replayed too late": emulator.SignatureHeader(payload, s.webhookSecret, time.Now().Add(-10*time.Minute)),
+	} {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, s.apiURL+webhookPath, bytes.NewReader(payload))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json; charset=utf-8")
+		if signature != "" {
+			req.Header.Set("Stripe-Signature", signature)
+		}
+		resp, err := s.http.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"invalid_signature"`) {
+			t.Errorf("%s: %d %s, want 400 invalid_signature", name, resp.StatusCode, body)
+		}
+	}
+	if p := s.purchase(t, c.PurchaseID); p.Status.Phase != v1alpha1.PurchasePending || p.Status.ExternalTransactionID != "" {
+		t.Fatalf("a forged event changed the purchase: phase %s, PaymentIntent %q", p.Status.Phase, p.Status.ExternalTransactionID)
 	}
 }
 

@@ -58,6 +58,8 @@ type system struct {
 
 	hs256      []byte
 	secretFile string
+	// webhookSecret signs the emulator's deliveries (whsec_).
+	webhookSecret string
 	// apiURL is the Service in front of the replicas: the frontend and
 	// Stripe reach the API through it.
 	apiURL string
@@ -129,13 +131,13 @@ func startSystem(t *testing.T) *system {
 	s.apiURL = svc.URL
 
 	stripeKey := "sk_test_e2e_" + randomHex(t, 12)
-	webhookSecret := "whsec_" + randomHex(t, 24)
-	s.startEmulator(t, emulatorBin, stripeKey, webhookSecret)
+	s.webhookSecret = "whsec_" + randomHex(t, 24)
+	s.startEmulator(t, emulatorBin, stripeKey, s.webhookSecret)
 
 	s.operatorEnv = childEnv(
 		"KUBECONFIG="+kubeconfig,
 		"STRIPE_SECRET_KEY="+stripeKey,
-		"STRIPE_WEBHOOK_SECRETS="+webhookSecret,
+		"STRIPE_WEBHOOK_SECRETS="+s.webhookSecret,
 		"STRIPE_API_BASE="+s.emulatorURL,
 	)
 	for i := range replicaCount {
