@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -192,17 +194,21 @@ func stringField(obj map[string]json.RawMessage, name string) (value string, pre
 	return value, true, nil
 }
 
-// sanitise makes a client-supplied string safe to echo in a message: at most
-// max bytes, control characters dropped.
+// sanitise makes a client-supplied string safe to echo in a message: valid
+// UTF-8, no control characters, at most max bytes.
 func sanitise(s string, max int) string {
 	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
+		if unicode.IsControl(r) || r == utf8.RuneError {
 			return -1
 		}
 		return r
-	}, s)
+	}, strings.ToValidUTF8(s, ""))
 	if len(s) > max {
-		s = s[:max] + "…"
+		cut := max
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
 	}
 	return s
 }

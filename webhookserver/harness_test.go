@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/md-platform/paytoview-operator/api/v1alpha1"
@@ -36,9 +39,36 @@ import (
 	"github.com/md-platform/paytoview-operator/internal/testenv"
 )
 
-var env *testenv.Env
+// env is the package's control plane, started on first use by
+// requireEnv, so that tests and fuzz workers that need none (the decoder's
+// fuzz target, the pure unit tests) start none.
+var (
+	env      *testenv.Env
+	envOnce  sync.Once
+	envError error
+)
 
-func TestMain(m *testing.M) { testenv.Main(m, &env) }
+// requireEnv starts the control plane if it is not running yet.
+func requireEnv(t testing.TB) {
+	t.Helper()
+	envOnce.Do(func() { env, envError = testenv.Start() })
+	if envError != nil {
+		t.Fatalf("starting envtest: %v", envError)
+	}
+}
+
+func TestMain(m *testing.M) {
+	// Managers get their own logger; this silences controller-runtime's
+	// warning about the global one, which nothing here uses.
+	ctrllog.SetLogger(logr.Discard())
+	code := m.Run()
+	if env != nil {
+		if err := env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping envtest:", err)
+		}
+	}
+	os.Exit(code)
+}
 
 // waitTimeout bounds every wait of the tests on the apiserver, the
 // controllers or the emulator.
@@ -80,15 +110,21 @@ type harnessConfig struct {
 	options func(*Options)
 	// client wraps the manager's client the server writes with.
 	client func(client.Client) client.Client
+	// quiet discards logs: a fuzz target may not log through testing.F.
+	quiet bool
 }
 
 func newHarness(t testing.TB, cfg harnessConfig) *harness {
 	t.Helper()
+	requireEnv(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	logs := &testLog{t: t}
 	t.Cleanup(logs.close)
 	logger := funcr.New(logs.log, funcr.Options{Verbosity: 1})
+	if cfg.quiet {
+		logger = logr.Discard()
+	}
 
 	h := &harness{t: t, ctx: ctx, ns: env.Namespace(t), clock: &offsetClock{}, recorder: events.NewFakeRecorder(1000)}
 	// The API, the Purchase controller and Stripe share the test's clock, so
