@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -391,7 +392,15 @@ func (s *Server) createPurchase(w http.ResponseWriter, r *http.Request) {
 	// the other and expires its session, so nobody pays twice. A retry after
 	// either answer finds the existing purchase through the reuse rule.
 	key := principal.UserID + "\x00" + in.EntityID + "\x00" + product.Name
-	ch := s.creates.DoChan(key, func() (any, error) {
+	ch := s.creates.DoChan(key, func() (out any, _ error) {
+		// singleflight re-panics a panic of DoChan's function in a fresh
+		// goroutine, which would take the process down: answer 500 instead,
+		// as the recovery middleware would.
+		defer func() {
+			if v := recover(); v != nil {
+				out = failed(internalError(log, fmt.Errorf("panic: %v", v), "creating purchase panicked", "stack", string(debug.Stack())))
+			}
+		}()
 		// Detached from the first caller: if that client goes away, the
 		// others sharing this call still get their answer.
 		workCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.CreateTimeout)

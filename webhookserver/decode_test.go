@@ -1,6 +1,7 @@
 package webhookserver
 
 import (
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+	"k8s.io/utils/clock"
 )
 
 func TestDecodeCreateRequest(t *testing.T) {
@@ -240,5 +242,41 @@ func TestRetryAfterSeconds_RoundsUpToWholeSeconds(t *testing.T) {
 		if got := retryAfterSeconds(d); got != want {
 			t.Errorf("retryAfterSeconds(%s) = %s, want %s", d, got, want)
 		}
+	}
+}
+
+// TestClientPage_TenThousandPurchasesPageCorrectly walks every page of a
+// user with 10,000 purchases: each appears exactly once, newest first.
+func TestClientPage_TenThousandPurchasesPageCorrectly(t *testing.T) {
+	s := &Server{opts: Options{Clock: clock.RealClock{}}}
+	all := benchPurchases(10000)
+	// The cache hands them out in no particular order.
+	rand.New(rand.NewPCG(1, 2)).Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
+	seen := map[string]bool{}
+	var last time.Time
+	for page := 1; ; page++ {
+		p := s.clientPage(all, page, maxPageSize)
+		if p.TotalCount != 10000 || p.Page != page || p.PageSize != maxPageSize {
+			t.Fatalf("page %d: total %d page %d size %d", page, p.TotalCount, p.Page, p.PageSize)
+		}
+		if len(p.Items) == 0 {
+			if page != 10000/maxPageSize+1 {
+				t.Fatalf("ran out of items on page %d", page)
+			}
+			break
+		}
+		for _, it := range p.Items {
+			if seen[it.PurchaseID] {
+				t.Fatalf("%s listed twice", it.PurchaseID)
+			}
+			seen[it.PurchaseID] = true
+			if !last.IsZero() && it.CreatedAt.After(last) {
+				t.Fatalf("%s (%s) listed after a purchase created earlier (%s)", it.PurchaseID, it.CreatedAt, last)
+			}
+			last = *it.CreatedAt
+		}
+	}
+	if len(seen) != 10000 {
+		t.Fatalf("%d purchases listed, want 10000", len(seen))
 	}
 }

@@ -147,6 +147,16 @@ type Options struct {
 	Recorder events.EventRecorder
 }
 
+// The API reads Products and Purchases through the cache, creates
+// Purchases, patches them (refund request, recheck annotation) and their
+// status (webhooks), reads the client secret Secrets directly, and records
+// Events.
+// +kubebuilder:rbac:groups=paytoview.md-platform.io,resources=purchases,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=paytoview.md-platform.io,resources=purchases/status,verbs=get;patch
+// +kubebuilder:rbac:groups=paytoview.md-platform.io,resources=products,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
 // Server is the HTTP API. Create it with New, run it with Start (or mount
 // Handler in tests).
 type Server struct {

@@ -253,3 +253,57 @@ func TestStart_SlowHeadersAreCutOff(t *testing.T) {
 		}
 	}
 }
+
+// TestStart_SlowBodiesAreCutOff: a client that sends its headers and then
+// drips the body is cut off by ReadTimeout instead of holding a handler.
+func TestStart_SlowBodiesAreCutOff(t *testing.T) {
+	o := unstartedOptions(t)
+	o.Addr = "127.0.0.1:0"
+	o.ReadTimeout = 300 * time.Millisecond
+	s, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Start: %v", err)
+		}
+	}()
+	eventually(t, func() bool { return s.Addr() != nil }, "server never listened")
+
+	conn, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	if _, err := conn.Write([]byte("POST " + webhookPath + " HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nStripe-Signature: t=1,v1=00\r\n\r\n{")); err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(conn)
+		answered <- string(b)
+	}()
+	drip := time.NewTicker(50 * time.Millisecond)
+	defer drip.Stop()
+	deadline := time.After(waitTimeout)
+	for {
+		select {
+		case got := <-answered:
+			// Either an error answer and a close, or a bare close: never a
+			// handler held open by the drip.
+			if got != "" && !strings.HasPrefix(got, "HTTP/1.1 4") {
+				t.Fatalf("slow body answered %q", got)
+			}
+			return
+		case <-drip.C:
+			_, _ = conn.Write([]byte(" "))
+		case <-deadline:
+			t.Fatal("the server never cut off a client dripping its body")
+		}
+	}
+}
