@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -62,6 +63,10 @@ const (
 	// DefaultRefundPollInterval is how often a pending refund is read back.
 	DefaultRefundPollInterval = time.Minute
 )
+
+// conflictRequeueDelay is how soon a purchase whose status write lost an
+// optimistic-lock race is reconciled again.
+const conflictRequeueDelay = 100 * time.Millisecond
 
 // sessionCreateWindow is added to the session's lifetime and is how long the
 // persisted expires_at (and with it the idempotency key) is reused by
@@ -227,7 +232,17 @@ func (r *PurchaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if s.deleted {
 			return
 		}
-		if err := r.commit(ctx, s); err != nil {
+		err := r.commit(ctx, s)
+		switch {
+		case err == nil:
+		case apierrors.IsConflict(err) && retErr == nil:
+			// The webhook receiver (or the API) wrote the purchase since it
+			// was read. Nothing is lost: the next reconcile starts from the
+			// newer object and derives this one's changes again.
+			purchaseReconcileErrors.WithLabelValues(errorReason(err)).Inc()
+			logf.FromContext(ctx).V(1).Info("status changed meanwhile; reconciling again", "purchase", klog.KObj(p))
+			result = ctrl.Result{RequeueAfter: conflictRequeueDelay}
+		default:
 			result, retErr = ctrl.Result{}, errors.Join(retErr, err)
 		}
 	}()
