@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/equality"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
@@ -126,19 +125,7 @@ func (r *CustomerReconciler) reconcileStripeCustomer(ctx context.Context, c *v1a
 // setCustomerReady sets the Ready condition and records an Event when its
 // reason changes.
 func (r *CustomerReconciler) setCustomerReady(c *v1alpha1.Customer, status metav1.ConditionStatus, reason, message string) {
-	// A copy: SetStatusCondition updates the condition in place.
-	var prev metav1.Condition
-	if cond := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ConditionReady); cond != nil {
-		prev = *cond
-	}
-	meta.SetStatusCondition(&c.Status.Conditions, metav1.Condition{
-		Type:               v1alpha1.ConditionReady,
-		Status:             status,
-		Reason:             reason,
-		Message:            message,
-		ObservedGeneration: c.Generation,
-	})
-	if prev.Status == status && prev.Reason == reason {
+	if !setReadyCondition(&c.Status.Conditions, c.Generation, status, reason, message) {
 		return
 	}
 	eventType := "Normal"

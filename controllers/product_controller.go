@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
@@ -487,19 +486,7 @@ func (r *ProductReconciler) patch(ctx context.Context, base, p *v1alpha1.Product
 // setProductReady sets the Ready condition and records an Event when its
 // reason changes, so a retry loop with the same outcome adds no noise.
 func (r *ProductReconciler) setProductReady(p *v1alpha1.Product, status metav1.ConditionStatus, reason, message string) {
-	// A copy: SetStatusCondition updates the condition in place.
-	var prev metav1.Condition
-	if cond := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionReady); cond != nil {
-		prev = *cond
-	}
-	meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{
-		Type:               v1alpha1.ConditionReady,
-		Status:             status,
-		Reason:             reason,
-		Message:            message,
-		ObservedGeneration: p.Generation,
-	})
-	if prev.Status == status && prev.Reason == reason {
+	if !setReadyCondition(&p.Status.Conditions, p.Generation, status, reason, message) {
 		return
 	}
 	eventType := "Warning"
@@ -517,17 +504,11 @@ func (r *ProductReconciler) clock() clock.PassiveClock {
 }
 
 func (r *ProductReconciler) cleanupTimeout() time.Duration {
-	if r.CleanupTimeout <= 0 {
-		return DefaultProductCleanupTimeout
-	}
-	return r.CleanupTimeout
+	return durationOr(r.CleanupTimeout, DefaultProductCleanupTimeout)
 }
 
 func (r *ProductReconciler) priceRefRecheckInterval() time.Duration {
-	if r.PriceRefRecheckInterval <= 0 {
-		return DefaultPriceRefRecheckInterval
-	}
-	return r.PriceRefRecheckInterval
+	return durationOr(r.PriceRefRecheckInterval, DefaultPriceRefRecheckInterval)
 }
 
 // cleanupRetryDelay spaces deletion retries: half the time already waited

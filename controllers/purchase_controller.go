@@ -1035,17 +1035,11 @@ func (r *PurchaseReconciler) retention() time.Duration {
 }
 
 func (r *PurchaseReconciler) deletionTimeout() time.Duration {
-	if r.DeletionTimeout <= 0 {
-		return DefaultPurchaseDeletionTimeout
-	}
-	return r.DeletionTimeout
+	return durationOr(r.DeletionTimeout, DefaultPurchaseDeletionTimeout)
 }
 
 func (r *PurchaseReconciler) refundPollInterval() time.Duration {
-	if r.RefundPollInterval <= 0 {
-		return DefaultRefundPollInterval
-	}
-	return r.RefundPollInterval
+	return durationOr(r.RefundPollInterval, DefaultRefundPollInterval)
 }
 
 func (r *PurchaseReconciler) recheckMinInterval() time.Duration {
