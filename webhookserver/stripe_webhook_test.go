@@ -110,6 +110,7 @@ func TestWebhook_VerificationFailuresChangeNothing(t *testing.T) {
 	h := newHarness(t, harnessConfig{noPurchaseController: true})
 	p := h.seed("alice", "vid-1", "movie", pendingStatus())
 	payload := eventJSON(t, "checkout.session.completed", paidSession(p, "pi_1"), time.Now())
+	otherVersion := []byte(strings.Replace(string(payload), stripego.APIVersion, "2020-08-27", 1))
 	now := time.Now()
 	tests := []struct {
 		name   string
@@ -126,6 +127,10 @@ func TestWebhook_VerificationFailuresChangeNothing(t *testing.T) {
 			[]byte(strings.Replace(string(payload), `"pi_1"`, `"pi_2"`, 1)), stripe.ReasonNoValidSignature},
 		{"re-serialised body", stripe.SignPayload(payload, h.em.WebhookSecret(), now),
 			append([]byte(" "), payload...), stripe.ReasonNoValidSignature},
+		{"event for another API version", stripe.SignPayload(otherVersion, h.em.WebhookSecret(), now),
+			otherVersion, stripe.ReasonAPIVersionMismatch},
+		{"signed body that is no event", stripe.SignPayload([]byte("not json"), h.em.WebhookSecret(), now),
+			[]byte("not json"), stripe.ReasonMalformedPayload},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
