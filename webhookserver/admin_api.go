@@ -223,7 +223,7 @@ func (s *Server) adminListPurchases(w http.ResponseWriter, r *http.Request) {
 	}
 	entityID, apiErr := singleParam(q, "entityId")
 	if apiErr == nil && entityID != "" {
-		apiErr = validateEntityID("entityId", entityID)
+		apiErr = validateEntityID(entityID)
 	}
 	if apiErr != nil {
 		writeError(w, apiErr)

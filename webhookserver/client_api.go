@@ -102,7 +102,7 @@ func decodeCreateRequest(body io.Reader) (createInput, *apiError) {
 		return createInput{}, newError(http.StatusBadRequest, CodeMissingField, "missing or empty: "+strings.Join(missing, ", "))
 	}
 	in := createInput{ProductID: values["payToViewProductId"], EntityID: values["entityId"], ReturnURL: values["returnUrl"]}
-	if err := validateEntityID("entityId", in.EntityID); err != nil {
+	if err := validateEntityID(in.EntityID); err != nil {
 		return createInput{}, err
 	}
 	if len(in.ReturnURL) > maxReturnURLLen {
@@ -214,7 +214,8 @@ func sanitise(s string, max int) string {
 	return s
 }
 
-func validateEntityID(field, id string) *apiError {
+func validateEntityID(id string) *apiError {
+	const field = "entityId"
 	if id == "" {
 		return newError(http.StatusBadRequest, CodeMissingField, field+" is required")
 	}
@@ -795,7 +796,7 @@ func singleParam(q url.Values, name string) (string, *apiError) {
 // ties so pages are stable.
 func newestFirst(items []*v1alpha1.Purchase) {
 	slices.SortFunc(items, func(a, b *v1alpha1.Purchase) int {
-		if c := b.CreationTimestamp.Time.Compare(a.CreationTimestamp.Time); c != 0 {
+		if c := b.CreationTimestamp.Compare(a.CreationTimestamp.Time); c != 0 {
 			return c
 		}
 		return strings.Compare(b.Name, a.Name)
@@ -933,7 +934,7 @@ func (s *Server) getAccess(w http.ResponseWriter, r *http.Request) {
 	}
 	entityID, apiErr := singleParam(r.URL.Query(), "entityId")
 	if apiErr == nil {
-		apiErr = validateEntityID("entityId", entityID)
+		apiErr = validateEntityID(entityID)
 	}
 	if apiErr != nil {
 		writeError(w, apiErr)
@@ -967,7 +968,7 @@ func (s *Server) checkAccess(w http.ResponseWriter, r *http.Request) {
 	if _, given := q["entityId"]; !given {
 		entityID = r.Header.Get(s.opts.EntityIDHeader)
 	}
-	if apiErr := validateEntityID("entityId", entityID); apiErr != nil {
+	if apiErr := validateEntityID(entityID); apiErr != nil {
 		writeError(w, apiErr)
 		return
 	}

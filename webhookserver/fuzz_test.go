@@ -50,7 +50,7 @@ func FuzzDecodeCreateRequest(f *testing.F) {
 			}
 			return
 		}
-		if in.ProductID == "" || in.EntityID == "" || in.ReturnURL == "" || validateEntityID("entityId", in.EntityID) != nil ||
+		if in.ProductID == "" || in.EntityID == "" || in.ReturnURL == "" || validateEntityID(in.EntityID) != nil ||
 			len(in.ReturnURL) > maxReturnURLLen || len(body) > maxCreateBody {
 			t.Fatalf("accepted a malformed request %+v from %q", in, body)
 		}

@@ -18,7 +18,6 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
@@ -464,9 +463,6 @@ func (h *harness) setStatus(p *v1alpha1.Purchase) {
 		h.t.Fatalf("updating status of %s: %v", p.Name, err)
 	}
 }
-
-// notFoundOrGone is whether err says the object does not exist.
-func notFoundOrGone(err error) bool { return apierrors.IsNotFound(err) }
 
 // discard is a logger for code under test that should stay quiet.
 var discard = logr.Discard()

@@ -232,25 +232,25 @@ func (o *Options) defaultAndValidate() error {
 		o.Addr = DefaultAddr
 	}
 	if o.Namespace == "" {
-		errs = append(errs, errors.New("Namespace is required (where Products and Purchases live)"))
+		errs = append(errs, errors.New("option Namespace is required (where Products and Purchases live)"))
 	}
 	if o.Client == nil {
-		errs = append(errs, errors.New("Client is required (the manager's client)"))
+		errs = append(errs, errors.New("option Client is required (the manager's client)"))
 	}
 	if o.APIReader == nil {
-		errs = append(errs, errors.New("APIReader is required (the manager's uncached reader)"))
+		errs = append(errs, errors.New("option APIReader is required (the manager's uncached reader)"))
 	}
 	if o.Cache == nil {
-		errs = append(errs, errors.New("Cache is required (the manager's cache)"))
+		errs = append(errs, errors.New("option Cache is required (the manager's cache)"))
 	}
 	if o.Auth == nil {
-		errs = append(errs, errors.New("Auth is required (a bearer token authenticator)"))
+		errs = append(errs, errors.New("option Auth is required (a bearer token authenticator)"))
 	}
 	if o.Verifier == nil {
-		errs = append(errs, errors.New("Verifier is required (the Stripe webhook signature verifier)"))
+		errs = append(errs, errors.New("option Verifier is required (the Stripe webhook signature verifier)"))
 	}
 	if len(o.AllowedReturnOrigins) == 0 {
-		errs = append(errs, errors.New("AllowedReturnOrigins must list at least one origin, or every returnUrl would be refused"))
+		errs = append(errs, errors.New("option AllowedReturnOrigins must list at least one origin, or every returnUrl would be refused"))
 	}
 	if o.EntityIDHeader == "" {
 		o.EntityIDHeader = DefaultEntityIDHeader
@@ -381,7 +381,8 @@ func (s *Server) Addr() net.Addr {
 // reports not ready, and lets in-flight requests finish (up to
 // ShutdownTimeout). It implements manager.Runnable.
 func (s *Server) Start(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.opts.Addr)
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.opts.Addr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", s.opts.Addr, err)
 	}

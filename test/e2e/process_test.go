@@ -97,7 +97,7 @@ func (p *process) waitForLine(prefix string, timeout time.Duration) (string, err
 			return rest, nil
 		}
 		if p.exited() {
-			return "", fmt.Errorf("%s exited (%v) before printing %q", p.name, p.err, prefix)
+			return "", fmt.Errorf("%s exited (%w) before printing %q", p.name, p.err, prefix)
 		}
 		if time.Now().After(deadline) {
 			return "", fmt.Errorf("%s did not print %q within %s", p.name, prefix, timeout)

@@ -442,12 +442,12 @@ func testMoneyAccountedFor(t *testing.T, s *system) {
 		}
 		ch := charges[0]
 		p := s.purchase(t, id)
-		switch {
-		case ch.AmountRefunded == ch.Amount:
+		switch ch.AmountRefunded {
+		case ch.Amount:
 			if p.Status.Phase != v1alpha1.PurchaseRefunded {
 				t.Errorf("purchase %s was refunded in Stripe but is %s", id, p.Status.Phase)
 			}
-		case ch.AmountRefunded == 0:
+		case 0:
 			if p.Status.Phase != v1alpha1.PurchaseCompleted || p.Status.ExternalTransactionID != ch.PaymentIntentID || p.Spec.Price.Amount != ch.Amount {
 				t.Errorf("purchase %s was paid %d (%s) but is %s with %s, price %d", id, ch.Amount, ch.PaymentIntentID,
 					p.Status.Phase, p.Status.ExternalTransactionID, p.Spec.Price.Amount)
