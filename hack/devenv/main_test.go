@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -32,7 +33,7 @@ func TestMakeRun_BuyPayListRefund(t *testing.T) {
 		t.Fatalf("building hack/devenv: %v", err)
 	}
 	devDir := filepath.Join(dir, "dev")
-	var out bytes.Buffer
+	var out syncBuffer
 	cmd := exec.Command(bin, "--dev-dir", devDir, "--api-port", "0", "--demo-port", "0")
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -130,7 +131,7 @@ func TestMakeRun_BuyPayListRefund(t *testing.T) {
 	}
 }
 
-func waitForEnv(t *testing.T, path string, exited chan error, out *bytes.Buffer) map[string]string {
+func waitForEnv(t *testing.T, path string, exited chan error, out *syncBuffer) map[string]string {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Minute)
 	for time.Now().Before(deadline) {
@@ -154,6 +155,24 @@ func waitForEnv(t *testing.T, path string, exited chan error, out *bytes.Buffer)
 	}
 	t.Fatalf("no %s within 5 minutes:\n%s", path, out.String())
 	return nil
+}
+
+// syncBuffer collects a process's output while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func call(t *testing.T, method, u, token, body string, into any) int {

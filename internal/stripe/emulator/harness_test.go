@@ -278,7 +278,13 @@ func (h *harness) openSession() *stripego.CheckoutSession {
 	h.t.Helper()
 	pr := h.catalog(1000)
 	cu := h.customer()
-	s, err := h.sc.CheckoutSessions.New(sessionParams(pr.ID, cu.ID, "ptv-abc12", h.em.Now().Add(30*time.Minute)))
+	// Stripe's minimum, rounded up to a whole second: expires_at travels as
+	// whole seconds, and rounding down could fall short of the minimum.
+	expires := h.em.Now().Add(30 * time.Minute)
+	if frac := expires.Sub(expires.Truncate(time.Second)); frac > 0 {
+		expires = expires.Add(time.Second - frac)
+	}
+	s, err := h.sc.CheckoutSessions.New(sessionParams(pr.ID, cu.ID, "ptv-abc12", expires))
 	if err != nil {
 		h.t.Fatalf("creating session: %v", err)
 	}
