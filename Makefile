@@ -72,7 +72,7 @@ test-unit: ## Unit and envtest tests.
 
 .PHONY: test-contract
 test-contract: $(STRIPE_MOCK) ## Stripe client against stripe-mock and the emulator.
-	STRIPE_MOCK_BIN=$(STRIPE_MOCK) $(GO) test -count=1 -tags contract ./internal/stripe/...
+	STRIPE_MOCK_BIN=$(STRIPE_MOCK) $(GO) test -count=1 -tags contract ./internal/stripe/
 
 .PHONY: test-e2e
 test-e2e: ## End-to-end: the built operator and emulator as processes, HTTP only (E2E_KUBECONFIG for a real cluster).
