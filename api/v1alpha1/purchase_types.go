@@ -159,6 +159,11 @@ type PurchaseStatus struct {
 	// +optional
 	StripeRefundID string `json:"stripeRefundId,omitempty"`
 
+	// StripeRefundStatus is the last known status of StripeRefundID in
+	// Stripe: pending, requires_action, succeeded, failed or canceled.
+	// +optional
+	StripeRefundStatus string `json:"stripeRefundStatus,omitempty"`
+
 	// RefundedAt is when the purchase was refunded in full.
 	// +optional
 	RefundedAt *metav1.Time `json:"refundedAt,omitempty"`
