@@ -3,6 +3,8 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -13,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/md-platform/paytoview-operator/api/v1alpha1"
 	"github.com/md-platform/paytoview-operator/internal/stripe"
@@ -61,6 +62,10 @@ func (r *CustomerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
+// customerRejectedRetry is how long a Customer that Stripe rejected waits
+// before the operator asks Stripe again.
+const customerRejectedRetry = time.Hour
+
 // Reconcile makes sure the Customer has a Stripe customer.
 func (r *CustomerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, reterr error) {
 	customer := &v1alpha1.Customer{}
@@ -98,7 +103,9 @@ func (r *CustomerReconciler) reconcileStripeCustomer(ctx context.Context, c *v1a
 	}
 
 	cus, err := r.Stripe.CreateCustomer(ctx, stripe.CreateCustomerParams{
-		OwnerUID: string(c.UID),
+		// The generation is part of the key: a spec edit (email) after a
+		// failed create must not be replayed by Stripe as a mismatch.
+		OwnerUID: string(c.UID) + "@" + strconv.FormatInt(c.Generation, 10),
 		UserID:   c.Spec.UserID,
 		Email:    c.Spec.Email,
 	})
@@ -116,7 +123,12 @@ func (r *CustomerReconciler) reconcileStripeCustomer(ctx context.Context, c *v1a
 	case stripe.IsTerminal(err):
 		c.Status.ObservedGeneration = c.Generation
 		r.setCustomerReady(c, metav1.ConditionFalse, CustomerReasonStripeRejected, stripe.UserMessage(err))
-		return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("creating Stripe customer: %w", err))
+		// Retrying at once cannot help, but never retrying would lock the
+		// user out for good after a transient rejection (an API key being
+		// rotated, an account setting being fixed): try again later.
+		ctrl.LoggerFrom(ctx).Error(err, "stripe rejected the customer; retrying later",
+			"customer", klog.KObj(c), "retryAfter", customerRejectedRetry)
+		return ctrl.Result{RequeueAfter: customerRejectedRetry}, nil
 	default:
 		return ctrl.Result{}, fmt.Errorf("creating Stripe customer: %w", err)
 	}

@@ -2,13 +2,11 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/md-platform/paytoview-operator/api/v1alpha1"
 	"github.com/md-platform/paytoview-operator/internal/naming"
@@ -82,8 +80,10 @@ func TestCustomer_CreatedOnceAfterStripeRecovers(t *testing.T) {
 		t.Fatalf("CreateCustomer called %d times, want 2", len(calls))
 	}
 	for _, p := range calls {
-		if p.OwnerUID != string(c.UID) || p.UserID != "auth0|user-1" || p.Email != "user1@example.com" {
-			t.Errorf("CreateCustomer(%+v), want owner %s, the user id and email", p, c.UID)
+		// The same owner on both calls: the retry must be replayed by
+		// Stripe, never create a second customer.
+		if p.OwnerUID != string(c.UID)+"@1" || p.UserID != "auth0|user-1" || p.Email != "user1@example.com" {
+			t.Errorf("CreateCustomer(%+v), want owner %s@1, the user id and email", p, c.UID)
 		}
 	}
 	if evs := recordedEvents(rec); len(evs) != 2 {
@@ -91,21 +91,46 @@ func TestCustomer_CreatedOnceAfterStripeRecovers(t *testing.T) {
 	}
 }
 
-func TestCustomer_RejectionIsTerminal(t *testing.T) {
+func TestCustomer_RejectionIsRetriedLaterNotAtOnce(t *testing.T) {
 	ns := testEnv.Namespace(t)
 	c := newTestCustomer(ns, "user-2", "")
 	createObject(t, c)
-	fake := &fakeCustomerStripe{createCustomer: func(stripe.CreateCustomerParams) (stripe.Customer, error) {
-		return stripe.Customer{}, stripeInvalid("Invalid email address: x")
+	reject := true
+	var keys []string
+	fake := &fakeCustomerStripe{createCustomer: func(p stripe.CreateCustomerParams) (stripe.Customer, error) {
+		keys = append(keys, p.OwnerUID)
+		if reject {
+			return stripe.Customer{}, stripeInvalid("Invalid email address: x")
+		}
+		return stripe.Customer{ID: "cus_after_fix"}, nil
 	}}
 	r := &CustomerReconciler{Client: testEnv.Client, Stripe: fake, Recorder: events.NewFakeRecorder(10)}
-	if _, err := reconcileOnce(t, r, c); !errors.Is(err, reconcile.TerminalError(nil)) {
-		t.Fatalf("reconcile = %v, want a terminal error", err)
+	res, err := reconcileOnce(t, r, c)
+	if err != nil || res.RequeueAfter != customerRejectedRetry {
+		t.Fatalf("reconcile = %+v, %v; want no error and a retry after %s", res, err, customerRejectedRetry)
 	}
 	getObject(t, c)
 	ready := conditionReady(c.Status.Conditions)
 	if ready.Reason != CustomerReasonStripeRejected || ready.Message != "Invalid email address: x" {
 		t.Fatalf("Ready = %+v, want %s with Stripe's message", ready, CustomerReasonStripeRejected)
+	}
+
+	// The user fixes their email: the retry is a new request to Stripe, not
+	// a replay of the rejected one under the same idempotency key.
+	c.Spec.Email = "fixed@example.com"
+	if err := testEnv.Client.Update(testContext(t), c); err != nil {
+		t.Fatal(err)
+	}
+	reject = false
+	if _, err := reconcileOnce(t, r, c); err != nil {
+		t.Fatalf("reconcile after the fix: %v", err)
+	}
+	getObject(t, c)
+	if c.Status.StripeCustomerID != "cus_after_fix" {
+		t.Fatalf("stripeCustomerId = %q after the fix, want cus_after_fix", c.Status.StripeCustomerID)
+	}
+	if len(keys) != 2 || keys[0] == keys[1] {
+		t.Fatalf("idempotency owners %q: want two different ones, one per spec generation", keys)
 	}
 }
 
