@@ -378,6 +378,12 @@ func (s *Server) createPurchase(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, createResponse{Success: false, HasAccess: true, PurchaseID: p.Name})
 		return
 	}
+	// Likewise a payment in flight for the entity, whatever product.
+	if p := processingPurchase(existing); p != nil {
+		purchasesCreated.WithLabelValues("payment_processing").Inc()
+		writeError(w, paymentProcessingError(p))
+		return
+	}
 
 	product, apiErr := s.sellableProduct(ctx, in)
 	if apiErr != nil {
@@ -490,6 +496,10 @@ func (s *Server) reuseOrCreate(ctx context.Context, userID string, in createInpu
 		purchasesCreated.WithLabelValues("has_access").Inc()
 		return createOutcome{status: http.StatusOK, body: createResponse{HasAccess: true, PurchaseID: p.Name}}
 	}
+	if p := processingPurchase(existing); p != nil {
+		purchasesCreated.WithLabelValues("payment_processing").Inc()
+		return failed(paymentProcessingError(p))
+	}
 	if p := s.reusable(existing, product, now); p != nil {
 		purchasesCreated.WithLabelValues("reused").Inc()
 		log.V(1).Info("reusing pending purchase", "purchase", p.Name)
@@ -512,11 +522,13 @@ func (s *Server) reuseOrCreate(ctx context.Context, userID string, in createInpu
 // price, younger than PendingReuseWindow, whose checkout session is still
 // open (or not created yet: then the wait continues where an earlier request
 // timed out). Reusing it keeps one checkout per attempt, not one per click.
+// A session the buyer completed with a delayed payment method is not open:
+// handing out its client secret again would show a finished checkout.
 func (s *Server) reusable(items []v1alpha1.Purchase, product *v1alpha1.Product, now time.Time) *v1alpha1.Purchase {
 	var best *v1alpha1.Purchase
 	for i := range items {
 		p := &items[i]
-		if phaseOf(p) != v1alpha1.PurchasePending || p.DeletionTimestamp != nil {
+		if phaseOf(p) != v1alpha1.PurchasePending || p.DeletionTimestamp != nil || paymentProcessing(p) {
 			continue
 		}
 		if p.Spec.ProductRef != product.Name || p.Spec.StripePriceID != product.Status.StripePriceID {
@@ -533,6 +545,39 @@ func (s *Server) reusable(items []v1alpha1.Purchase, product *v1alpha1.Product, 
 		}
 	}
 	return best
+}
+
+// paymentProcessing is whether the buyer finished the purchase's checkout
+// with a delayed payment method (bank debit, ...) and Stripe has not
+// confirmed the payment yet: the purchase stays Pending, but its session is
+// complete and money may still arrive.
+func paymentProcessing(p *v1alpha1.Purchase) bool {
+	if phaseOf(p) != v1alpha1.PurchasePending {
+		return false
+	}
+	c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionReady)
+	return c != nil && c.Reason == lifecycle.ReasonPaymentProcessing
+}
+
+// processingPurchase is the newest of items whose payment is being
+// confirmed, or nil. Whatever its product or age, no new checkout is started
+// for the entity meanwhile: the user would pay twice.
+func processingPurchase(items []v1alpha1.Purchase) *v1alpha1.Purchase {
+	var newest *v1alpha1.Purchase
+	for i := range items {
+		p := &items[i]
+		if paymentProcessing(p) && (newest == nil || p.CreationTimestamp.After(newest.CreationTimestamp.Time)) {
+			newest = p
+		}
+	}
+	return newest
+}
+
+// paymentProcessingError answers a create while p's payment is in flight.
+func paymentProcessingError(p *v1alpha1.Purchase) *apiError {
+	return newError(http.StatusConflict, CodePaymentProcessing,
+		"the payment of this purchase is being confirmed; poll the purchase for the outcome instead of paying again").
+		withPurchase(p.Name)
 }
 
 // checkCreateLimits enforces the per-user abuse limits before anything is
@@ -632,6 +677,11 @@ func (s *Server) waitForCheckout(ctx context.Context, userID, name string) creat
 
 	switch phaseOf(p) {
 	case v1alpha1.PurchasePending:
+		// The buyer may have finished this checkout (delayed payment)
+		// since the purchase was picked for reuse.
+		if paymentProcessing(p) {
+			return failed(paymentProcessingError(p))
+		}
 		secret, apiErr := s.readClientSecret(ctx, p)
 		if apiErr != nil {
 			return failed(apiErr)

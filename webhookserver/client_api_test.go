@@ -15,6 +15,7 @@ import (
 
 	"github.com/md-platform/paytoview-operator/api/v1alpha1"
 	"github.com/md-platform/paytoview-operator/internal/auth"
+	"github.com/md-platform/paytoview-operator/internal/lifecycle"
 )
 
 // Tests of the client API that need no Purchase controller: the purchases
@@ -202,6 +203,37 @@ func TestCreatePurchase_TimeoutAnswers503AndRetryReusesThePurchase(t *testing.T)
 	}
 	if n := h.srv.waiter.waiting(); n != 0 {
 		t.Fatalf("%d waits left behind", n)
+	}
+}
+
+// startWaitingCreate sends a create that waits for its checkout (nobody
+// prepares it) and returns it with the Purchase it created.
+func startWaitingCreate(h *harness, user, product, entity string) (pending, *v1alpha1.Purchase) {
+	h.t.Helper()
+	call := h.requestAsync(http.MethodPost, purchasesPath, token(h.t, user, false), createReq(product, entity))
+	eventually(h.t, func() bool { return h.srv.waiter.waiting() == 1 }, "create never started waiting")
+	items := h.purchases()
+	if len(items) != 1 {
+		h.t.Fatalf("%d purchases, want the one being created", len(items))
+	}
+	return call, &items[0]
+}
+
+func TestCreatePurchase_WaitEndsWith409WhenTheCheckoutIsPaidWithADelayedMethod(t *testing.T) {
+	h := newHarness(t, harnessConfig{noPurchaseController: true, options: func(o *Options) { o.CreateTimeout = waitTimeout }})
+	h.product("movie", nil)
+	call, p := startWaitingCreate(h, "alice", "movie", "vid-1")
+
+	// Meanwhile the session was opened and completed with a bank debit
+	// (another replica handed it out): it must not be handed out again.
+	st := pendingStatus()
+	st.Conditions[0].Reason = lifecycle.ReasonPaymentProcessing
+	p.Status = *st
+	h.setStatus(p)
+
+	r := call.answer(t)
+	if m := r.expectError(t, http.StatusConflict, CodePaymentProcessing); m["purchaseId"] != p.Name {
+		t.Fatalf("answer %s, want purchaseId %s", r.body, p.Name)
 	}
 }
 

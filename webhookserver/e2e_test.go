@@ -7,10 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/md-platform/paytoview-operator/api/v1alpha1"
+	"github.com/md-platform/paytoview-operator/internal/lifecycle"
 	"github.com/md-platform/paytoview-operator/internal/naming"
 	"github.com/md-platform/paytoview-operator/internal/stripe"
 	"github.com/md-platform/paytoview-operator/internal/stripe/emulator"
@@ -147,6 +150,61 @@ func TestCreatePurchase_AfterPayingTheUserHasAccessAndStripeIsNotCalled(t *testi
 	r = h.request(http.MethodGet, purchasesPath+"/"+id, tok, nil)
 	if m := r.json(t); m["status"] != "Completed" || m["hasAccess"] != true || m["completedAt"] == nil {
 		t.Fatalf("get after paying: %s", r.body)
+	}
+}
+
+func TestCreatePurchase_DelayedPaymentInFlightBlocksAnotherCheckout(t *testing.T) {
+	h := newHarness(t, harnessConfig{})
+	h.product("movie", nil)
+	h.product("movie-hd", nil)
+	id, cs := h.createOK("alice", "movie", "vid-1")
+	// The buyer finishes checkout with a bank debit: the session is
+	// complete, the money not there yet.
+	if _, err := h.em.PayAsync(cs, emulator.AsyncPending, emulator.PayOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func() bool {
+		var p v1alpha1.Purchase
+		err := h.mgr.GetClient().Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: id}, &p)
+		c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionReady)
+		return err == nil && p.Status.Phase == v1alpha1.PurchasePending && c != nil && c.Reason == lifecycle.ReasonPaymentProcessing
+	}, "purchase %s never showed the processing payment", id)
+	sessions := h.sessions()
+
+	refused := func(when string) {
+		t.Helper()
+		// Any product of the entity: the user would pay for it twice.
+		for _, product := range []string{"movie", "movie-hd"} {
+			r := h.create("alice", product, "vid-1")
+			m := r.expectError(t, http.StatusConflict, CodePaymentProcessing)
+			if m["purchaseId"] != id || m["clientSecret"] != nil {
+				t.Fatalf("%s, %s: %s, want purchaseId %s and no client secret", when, product, r.body, id)
+			}
+		}
+		if n := len(h.purchases()); n != 1 {
+			t.Fatalf("%s: %d purchases, want only %s", when, n, id)
+		}
+		if n := h.sessions(); n != sessions {
+			t.Fatalf("%s: Stripe was called: %d sessions, want %d", when, n, sessions)
+		}
+	}
+	refused("within the reuse window")
+	h.clock.Advance(DefaultPendingReuseWindow + time.Second)
+	refused("after the reuse window")
+
+	// Other entities are not held up.
+	if other, _ := h.createOK("alice", "movie", "vid-2"); other == id {
+		t.Fatal("another entity got the processing purchase")
+	}
+
+	// Once the payment succeeds, the user has access.
+	if _, err := h.em.SettleAsync(cs, emulator.AsyncSucceeded, emulator.PayOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitPhase(id, v1alpha1.PurchaseCompleted)
+	r := h.create("alice", "movie", "vid-1")
+	if m := r.json(t); r.status != http.StatusOK || m["hasAccess"] != true || m["purchaseId"] != id {
+		t.Fatalf("create after the payment succeeded: %d %s", r.status, r.body)
 	}
 }
 

@@ -56,6 +56,11 @@ const (
 	// CodeCheckoutNotReady: the checkout session is not ready yet; retry the
 	// same request (it reuses the purchase).
 	CodeCheckoutNotReady = "checkout_not_ready"
+	// CodePaymentProcessing: the user finished the checkout of a purchase of
+	// this entity with a delayed payment method and Stripe has not
+	// confirmed the payment yet; purchaseId names that purchase. No new
+	// checkout is started until it succeeds or fails.
+	CodePaymentProcessing = "payment_processing"
 	// CodeUnavailable: the server cannot serve the request now (cache not
 	// synced, apiserver unreachable); retry later.
 	CodeUnavailable = "unavailable"

@@ -339,6 +339,66 @@ func (h *harness) request(method, path, tok string, body any, headers ...string)
 	return response{status: resp.StatusCode, header: resp.Header, body: b}
 }
 
+// pending is an answer still to come, from requestAsync.
+type pending struct {
+	method, path string
+	ch           chan asyncResult
+}
+
+type asyncResult struct {
+	resp response
+	err  error
+}
+
+// requestAsync sends a request like request, without waiting for the
+// answer: for requests that block (a create waiting for its checkout, a
+// refund waiting for Stripe) while the test changes the world.
+func (h *harness) requestAsync(method, path, tok string, body any) pending {
+	h.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		j, err := json.Marshal(body)
+		if err != nil {
+			h.t.Fatalf("encoding body: %v", err)
+		}
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequestWithContext(h.ctx, method, h.api.URL+path, rd)
+	if err != nil {
+		h.t.Fatalf("building request: %v", err)
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	p := pending{method: method, path: path, ch: make(chan asyncResult, 1)}
+	go func() {
+		resp, err := h.api.Client().Do(req)
+		if err != nil {
+			p.ch <- asyncResult{err: err}
+			return
+		}
+		defer func() { _ = resp.Body.Close() }()
+		b, err := io.ReadAll(resp.Body)
+		p.ch <- asyncResult{resp: response{status: resp.StatusCode, header: resp.Header, body: b}, err: err}
+	}()
+	return p
+}
+
+// answer waits for the answer of an async request.
+func (p pending) answer(t testing.TB) response {
+	t.Helper()
+	select {
+	case res := <-p.ch:
+		if res.err != nil {
+			t.Fatalf("%s %s: %v", p.method, p.path, res.err)
+		}
+		return res.resp
+	case <-time.After(waitTimeout):
+		t.Fatalf("%s %s: no answer within %s", p.method, p.path, waitTimeout)
+		return response{}
+	}
+}
+
 // createReq is a create request body.
 func createReq(product, entity string) map[string]string {
 	return map[string]string{

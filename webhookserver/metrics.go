@@ -37,7 +37,7 @@ var (
 
 	purchasesCreated = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "paytoview_api_purchase_creates_total",
-		Help: "Outcomes of purchase creation requests: created, reused, has_access, rate_limited, too_many_pending.",
+		Help: "Outcomes of purchase creation requests: created, reused, has_access, payment_processing, rate_limited, too_many_pending.",
 	}, []string{"outcome"})
 )
 
