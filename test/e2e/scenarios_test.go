@@ -297,6 +297,16 @@ func testLostWebhookHealed(t *testing.T, s *system) {
 	if p.Status.ExternalTransactionID != sessionByID(t, st, sess.ID).PaymentIntentID || p.Status.LastSessionCheckAt == nil {
 		t.Errorf("healed Purchase status %+v", p.Status)
 	}
+	// It was the poll that healed it, not the controller's own schedule:
+	// the API asked for a re-check, and the purchase completed before the
+	// schedule's first read (one minute after creation).
+	if _, ok := p.Annotations[v1alpha1.AnnotationRecheckRequested]; !ok {
+		t.Errorf("polling the Pending purchase did not ask for a re-check: annotations %v", p.Annotations)
+	}
+	if p.Status.CompletedAt == nil || !p.Status.CompletedAt.Before(&metav1.Time{Time: p.CreationTimestamp.Add(time.Minute)}) {
+		t.Errorf("completed at %v, not before the first scheduled re-read at %s: the poll did not heal it",
+			p.Status.CompletedAt, p.CreationTimestamp.Add(time.Minute))
+	}
 }
 
 // testPriceChange: changing a Product's price makes a new Stripe price that
