@@ -1007,23 +1007,26 @@ func (s *Server) getAccess(w http.ResponseWriter, r *http.Request) {
 // forward-auth endpoint of ingresses (nginx auth_request, Traefik
 // ForwardAuth, Envoy ext_authz): 204 when the token's user has access to the
 // entity (query entityId, else the EntityIDHeader header), 401 without a
-// valid token, 403 without access. Served from the cache only.
+// valid token, 403 otherwise. It answers nothing else on purpose: nginx
+// turns any other status of an auth subrequest into a 500 for the viewer,
+// so a missing or malformed entity id (an ingress misconfiguration or a
+// crafted URL) is a 403 too, after the token is checked. Served from the
+// cache only.
 func (s *Server) checkAccess(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	entityID, apiErr := singleParam(q, "entityId")
-	if apiErr != nil {
-		writeError(w, apiErr)
-		return
-	}
-	if _, given := q["entityId"]; !given {
-		entityID = r.Header.Get(s.opts.EntityIDHeader)
-	}
-	if apiErr := validateEntityID(entityID); apiErr != nil {
-		writeError(w, apiErr)
-		return
-	}
 	principal, ok := s.authenticate(w, r)
 	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	entityID, apiErr := singleParam(q, "entityId")
+	if apiErr == nil {
+		if _, given := q["entityId"]; !given {
+			entityID = r.Header.Get(s.opts.EntityIDHeader)
+		}
+		apiErr = validateEntityID(entityID)
+	}
+	if apiErr != nil {
+		writeError(w, newError(http.StatusForbidden, CodeNoAccess, "no access: "+apiErr.message))
 		return
 	}
 	items, err := s.listByUserEntity(r.Context(), principal.UserID, entityID)
