@@ -76,7 +76,9 @@ func ApplyCharge(p *v1alpha1.Purchase, c stripe.Charge, now time.Time) (Result, 
 // RefundFailed with a Warning Event, its amount no longer counts in
 // amountRefunded, and a purchase that was Refunded because of it is
 // Completed again, with access (the one exception to Refunded being
-// terminal: the buyer paid and was not refunded).
+// terminal: the buyer paid and was not refunded) — or Pending again if its
+// payment was never observed (the refund was seen before the completion),
+// until the completion arrives and grants access with its period.
 //
 // The refund must be status.stripeRefundId, or be for the purchase's
 // PaymentIntent, or carry our metadata, otherwise ErrNotThisPurchase.
@@ -125,11 +127,20 @@ func (t *tx) refundFailed(r stripe.Refund) {
 	if r.FailureReason != "" {
 		msg += " (" + r.FailureReason + ")"
 	}
-	if st.Phase == v1alpha1.PurchaseRefunded && st.AmountRefunded < t.p.Spec.Price.Amount {
+	switch {
+	case st.Phase == v1alpha1.PurchaseRefunded && st.AmountRefunded < t.p.Spec.Price.Amount && st.CompletedAt != nil:
 		st.Phase = v1alpha1.PurchaseCompleted
 		st.RefundedAt = nil
 		msg += "; the purchase is Completed again and keeps access, handle the refund in the Stripe dashboard"
-	} else if st.Phase == v1alpha1.PurchaseCompleted {
+	case st.Phase == v1alpha1.PurchaseRefunded && st.AmountRefunded < t.p.Spec.Price.Amount:
+		// Refunded before the payment itself was seen (events out of
+		// order): it is not known to be paid yet, so it waits, Pending,
+		// for the session's completion (webhook or healing), which
+		// grants access with its period.
+		st.Phase = v1alpha1.PurchasePending
+		st.RefundedAt = nil
+		msg += "; the purchase is Pending again until its payment is confirmed"
+	case st.Phase == v1alpha1.PurchaseCompleted:
 		msg += "; access kept, handle the refund in the Stripe dashboard"
 	}
 	t.setCondition(v1alpha1.ConditionRefunded, metav1.ConditionFalse, ReasonRefundFailed, msg)

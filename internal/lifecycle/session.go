@@ -174,7 +174,13 @@ func (t *tx) complete(sessionID, paymentIntentID string) error {
 			st.ExternalTransactionID = paymentIntentID
 		}
 		if st.CompletedAt == nil {
+			// The payment itself is seen for the first time: record it
+			// as a normal completion would, so that a refund that fails
+			// later returns the purchase to Completed with its access
+			// period, not lifetime access.
 			st.CompletedAt = t.nowTime()
+			t.setAccessExpiry()
+			t.setCondition(v1alpha1.ConditionReady, metav1.ConditionTrue, ReasonPaid, "checkout session "+sessionID+" paid")
 		}
 		return nil
 	}
@@ -186,11 +192,7 @@ func (t *tx) complete(sessionID, paymentIntentID string) error {
 		st.ExternalTransactionID = paymentIntentID
 	}
 	st.CompletedAt = t.nowTime()
-	st.ExpiresAt = nil
-	if d := t.p.Spec.AccessDurationDays; d != nil {
-		exp := metav1.NewTime(t.now.Add(time.Duration(*d) * 24 * time.Hour))
-		st.ExpiresAt = &exp
-	}
+	t.setAccessExpiry()
 	t.setCondition(v1alpha1.ConditionReady, metav1.ConditionTrue, ReasonPaid, "checkout session "+sessionID+" paid")
 	until := "lifetime access"
 	if st.ExpiresAt != nil {
@@ -206,6 +208,17 @@ func (t *tx) complete(sessionID, paymentIntentID string) error {
 		t.refunded(st.AmountRefunded)
 	}
 	return nil
+}
+
+// setAccessExpiry sets expiresAt to completedAt plus spec.accessDurationDays
+// (nil for lifetime access).
+func (t *tx) setAccessExpiry() {
+	st := &t.p.Status
+	st.ExpiresAt = nil
+	if d := t.p.Spec.AccessDurationDays; d != nil && st.CompletedAt != nil {
+		exp := metav1.NewTime(st.CompletedAt.Add(time.Duration(*d) * 24 * time.Hour))
+		st.ExpiresAt = &exp
+	}
 }
 
 // processing notes that the buyer finished checkout with a delayed payment.
