@@ -14,11 +14,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/md-platform/paytoview-operator/api/v1alpha1"
 	"github.com/md-platform/paytoview-operator/internal/auth"
 	"github.com/md-platform/paytoview-operator/internal/index"
+	"github.com/md-platform/paytoview-operator/internal/lifecycle"
 	"github.com/md-platform/paytoview-operator/internal/naming"
 )
 
@@ -109,18 +111,29 @@ func (s *Server) adminRefund(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiErr)
 		return
 	}
+	// spec is immutable but for the refund request, so this generation is
+	// the one the operator acts on.
+	requested := p.Generation
 	if phaseOf(p) == v1alpha1.PurchaseRefunded {
 		writeJSON(w, http.StatusOK, refundResponse{Success: true, PurchaseID: id, Status: string(v1alpha1.PurchaseRefunded)})
+		return
+	}
+	if c := refundFailure(p, requested); c != nil {
+		writeError(w, refundFailedError(log, id, c))
 		return
 	}
 
 	waitCtx, cancel := context.WithTimeout(ctx, s.opts.RefundTimeout)
 	defer cancel()
 	done, err := s.waiter.wait(waitCtx, id, func(p *v1alpha1.Purchase) bool {
-		return phaseOf(p) == v1alpha1.PurchaseRefunded
+		return phaseOf(p) == v1alpha1.PurchaseRefunded || refundFailure(p, requested) != nil
 	})
 	switch {
 	case err == nil:
+		if c := refundFailure(done, requested); c != nil && phaseOf(done) != v1alpha1.PurchaseRefunded {
+			writeError(w, refundFailedError(log, id, c))
+			return
+		}
 		log.Info("purchase refunded")
 		writeJSON(w, http.StatusOK, refundResponse{Success: true, PurchaseID: id, Status: string(v1alpha1.PurchaseRefunded)})
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
@@ -138,6 +151,34 @@ func (s *Server) adminRefund(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeError(w, unavailableError(log, err, "could not wait for refund"))
 	}
+}
+
+// refundFailure is the Refunded condition when Stripe refused or failed the
+// refund requested at generation requested, else nil. Neither is retried by
+// the operator, so waiting longer would only hide it. A failure recorded
+// before the request (a refund started in the Stripe dashboard that failed)
+// carries an older observedGeneration and does not count: the operator is
+// about to refund anew.
+func refundFailure(p *v1alpha1.Purchase, requested int64) *metav1.Condition {
+	c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionRefunded)
+	if c == nil || c.Status != metav1.ConditionFalse || c.ObservedGeneration < requested {
+		return nil
+	}
+	if c.Reason != lifecycle.ReasonRefundRejected && c.Reason != lifecycle.ReasonRefundFailed {
+		return nil
+	}
+	return c
+}
+
+// refundFailedError answers a refund Stripe refused or failed with the
+// condition's message: Stripe's reason, which holds no secrets.
+func refundFailedError(log logr.Logger, id string, c *metav1.Condition) *apiError {
+	log.Info("refund failed at Stripe", "reason", c.Reason)
+	msg := c.Message
+	if msg == "" {
+		msg = "Stripe did not refund this purchase; handle the refund in the Stripe dashboard"
+	}
+	return newError(http.StatusBadGateway, CodeRefundFailed, msg).withPurchase(id)
 }
 
 // requestRefund sets spec.refund on a Completed purchase unless it is set

@@ -359,6 +359,37 @@ func TestRefund_NotRefundableUnknownAndPending(t *testing.T) {
 	}
 }
 
+func TestRefund_StripeRefusalIs502WithStripesReason(t *testing.T) {
+	h := newHarness(t, harnessConfig{})
+	h.product("movie", nil)
+	id, cs := h.createOK("alice", "movie", "vid-1")
+	h.pay(id, cs)
+	if _, err := h.em.AddFault(emulator.Fault{Operation: "create_refund", Status: http.StatusBadRequest,
+		Code: "charge_disputed", Message: "This charge has been charged back; it cannot be refunded."}); err != nil {
+		t.Fatal(err)
+	}
+	admin := token(t, "support-1", true)
+	path := "/admin/v1/pay-to-view/purchases/" + id + "/refund"
+	// The first answer comes from the wait, the second from the status
+	// already stored: both say what Stripe said, not "in progress".
+	for _, attempt := range []string{"first", "repeated"} {
+		r := h.request(http.MethodPost, path, admin, nil)
+		m := r.expectError(t, http.StatusBadGateway, CodeRefundFailed)
+		if msg, _ := m["message"].(string); !strings.Contains(msg, "charged back") || m["purchaseId"] != id {
+			t.Fatalf("%s request: %s, want Stripe's reason and purchaseId %s", attempt, r.body, id)
+		}
+		if strings.Contains(string(r.body), "sk_test") {
+			t.Fatalf("answer leaks the key: %s", r.body)
+		}
+	}
+	if p := h.purchase(id); p.Status.Phase != v1alpha1.PurchaseCompleted {
+		t.Fatalf("phase %s after a refused refund, want Completed", p.Status.Phase)
+	}
+	if n := len(h.em.State().Refunds); n != 0 {
+		t.Fatalf("%d Stripe refunds, want none", n)
+	}
+}
+
 func TestAdminList_FiltersForSupportStaff(t *testing.T) {
 	h := newHarness(t, harnessConfig{})
 	h.product("movie", nil)

@@ -47,6 +47,10 @@ const (
 	CodePurchaseNotFound = "purchase_not_found"
 	// CodeNotRefundable: the purchase was never paid, so there is nothing to refund.
 	CodeNotRefundable = "not_refundable"
+	// CodeRefundFailed: Stripe refused the refund or the refund failed; the
+	// message says why. The operator does not retry it: handle the refund
+	// in the Stripe dashboard.
+	CodeRefundFailed = "refund_failed"
 	// CodeRateLimited: too many purchases created by this user too quickly.
 	CodeRateLimited = "rate_limited"
 	// CodeTooManyPending: the user has too many unpaid purchases open.
