@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -68,12 +69,19 @@ const (
 // optimistic-lock race is reconciled again.
 const conflictRequeueDelay = 100 * time.Millisecond
 
-// sessionCreateWindow is added to the session's lifetime and is how long the
-// persisted expires_at (and with it the idempotency key) is reused by
-// retries of the create. Within it a retry replays Stripe's first answer;
-// after it, a retry asks for a new session, because Stripe would reject an
-// expires_at less than 30 minutes ahead.
-const sessionCreateWindow = 2 * time.Minute
+// A checkout session is created with an expires_at sessionCreateWindow
+// beyond its lifetime (SessionTTL). The persisted expires_at (and with it
+// the idempotency key) is reused by retries of the create only while it is
+// at least sessionReuseMargin beyond the lifetime from now: within that
+// window a retry is byte-identical and replays Stripe's first answer (crash
+// safety). After it, a retry asks for a new session with a new expires_at,
+// because Stripe rejects an expires_at less than 30 minutes ahead of its
+// own clock, and latency or a lagging clock here must not bring a retry
+// close to that bound.
+const (
+	sessionCreateWindow = 3 * time.Minute
+	sessionReuseMargin  = time.Minute
+)
 
 // Event reasons of the Purchase controller that are not lifecycle's.
 const (
@@ -121,7 +129,7 @@ type PurchaseReconciler struct {
 	Clock clock.PassiveClock
 
 	// SessionTTL is the least lifetime of a checkout session
-	// (DefaultSessionTTL when 0); sessions are created with up to two
+	// (DefaultSessionTTL when 0); sessions are created with up to three
 	// minutes more, and never more than 24 hours.
 	SessionTTL time.Duration
 	// RetentionTerminal is how long Canceled and Failed purchases are kept
@@ -352,7 +360,7 @@ func (r *PurchaseReconciler) reconcileCheckoutSession(ctx context.Context, s *pu
 	if p.Status.Phase != v1alpha1.PurchasePending || p.Status.CheckoutSessionID != "" || p.Status.StripeCustomerID == "" {
 		return ctrl.Result{}, nil
 	}
-	if exp := p.Status.CheckoutSessionExpiresAt; exp == nil || exp.Sub(s.now) < r.sessionTTL() {
+	if exp := p.Status.CheckoutSessionExpiresAt; exp == nil || exp.Sub(s.now) < r.sessionTTL()+sessionReuseMargin {
 		at := metav1.NewTime(s.now.Add(r.sessionTTL() + sessionCreateWindow).UTC().Truncate(time.Second))
 		p.Status.CheckoutSessionExpiresAt = &at
 		s.setReady(metav1.ConditionFalse, lifecycle.ReasonCreatingCheckoutSession, "creating the checkout session")
@@ -363,6 +371,21 @@ func (r *PurchaseReconciler) reconcileCheckoutSession(ctx context.Context, s *pu
 	sess, err := r.Stripe.CreateCheckoutSession(ctx, sessionParams(p))
 	switch {
 	case err == nil:
+	case rejectedExpiry(err):
+		// Stripe's clock is ahead of ours (or the request was slow):
+		// expires_at came too close to its 30-minute minimum. Stripe
+		// created nothing (a validation error), so a new expires_at, and
+		// with it a new key, is safe; it is at least a second later, so
+		// the retry differs even if this clock has not moved.
+		next := metav1.NewTime(s.now.Add(r.sessionTTL() + sessionCreateWindow).UTC().Truncate(time.Second))
+		if old := p.Status.CheckoutSessionExpiresAt.Time; !next.After(old) {
+			next = metav1.NewTime(old.Add(time.Second))
+		}
+		p.Status.CheckoutSessionExpiresAt = &next
+		s.setReady(metav1.ConditionFalse, lifecycle.ReasonStripeUnavailable, "Stripe refused the session expiry, retrying with a later one: "+stripe.UserMessage(err))
+		purchaseReconcileErrors.WithLabelValues(errReasonStripeUnavailable).Inc()
+		ctrl.LoggerFrom(ctx).Info("stripe refused the checkout session expiry, retrying", "expiresAt", next.UTC(), "error", err.Error())
+		return ctrl.Result{RequeueAfter: r.recheckMinInterval()}, nil
 	case stripe.IsIdempotencyMismatch(err):
 		// The key was first used with other parameters (the buyer's Stripe
 		// customer changed): a session made with them was never recorded,
@@ -396,6 +419,15 @@ func (r *PurchaseReconciler) reconcileCheckoutSession(ctx context.Context, s *pu
 	purchaseSessionReady.Observe(max(s.now.Sub(p.CreationTimestamp.Time), 0).Seconds())
 	ctrl.LoggerFrom(ctx).V(1).Info("created checkout session", "session", sess.ID)
 	return ctrl.Result{}, nil
+}
+
+// rejectedExpiry reports whether Stripe refused a session create because
+// of its expires_at (too close to, or beyond, the allowed range at Stripe's
+// clock). Such a refusal is not the buyer's or the product's fault: the
+// create is retried with a new expiry.
+func rejectedExpiry(err error) bool {
+	var se *stripe.Error
+	return errors.As(err, &se) && se.Param == "expires_at" && se.HTTPStatus == http.StatusBadRequest
 }
 
 // sessionParams is the create request of p's session. Every field comes
@@ -1023,8 +1055,9 @@ func (r *PurchaseReconciler) sessionTTL() time.Duration {
 	if ttl <= 0 {
 		ttl = DefaultSessionTTL
 	}
-	// Stripe refuses an expires_at more than 24 hours ahead.
-	return min(ttl, 24*time.Hour-sessionCreateWindow)
+	// Stripe refuses an expires_at more than 24 hours ahead; a few
+	// minutes are left for the later expiry of a retry after a refusal.
+	return min(ttl, 24*time.Hour-sessionCreateWindow-5*time.Minute)
 }
 
 func (r *PurchaseReconciler) retention() time.Duration {

@@ -67,6 +67,9 @@ type harnessOptions struct {
 	// separateStripeClock gives the emulator a fake clock of its own that
 	// advance does not move.
 	separateStripeClock bool
+	// stripeClockAhead runs the emulator on the shared fake clock plus
+	// this much (Stripe's clock ahead of the operator's).
+	stripeClockAhead time.Duration
 	// stripeTimeout is the Stripe client's per-call timeout (default 5s).
 	stripeTimeout time.Duration
 	// wrap, when set, puts a fake in front of the Stripe client the
@@ -91,6 +94,10 @@ func startPurchaseHarness(t *testing.T, opts harnessOptions) *purchaseHarness {
 		now = h.fake.Now
 		if opts.separateStripeClock {
 			now = clocktesting.NewFakeClock(h.fake.Now()).Now
+		}
+		if ahead := opts.stripeClockAhead; ahead != 0 {
+			fake := h.fake
+			now = func() time.Time { return fake.Now().Add(ahead) }
 		}
 	}
 	recv := &webhookReceiver{h: h}
