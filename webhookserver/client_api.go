@@ -669,8 +669,7 @@ func (s *Server) waitForCheckout(ctx context.Context, userID, name string) creat
 		return failed(notReady)
 	case errors.Is(err, errPurchaseDeleted):
 		log.Info("purchase deleted while waiting for its checkout")
-		notReady.purchaseID = ""
-		return failed(notReady)
+		return failed(checkoutEndedError())
 	default:
 		return failed(unavailableError(log, err, "could not wait for checkout session"))
 	}
@@ -706,9 +705,15 @@ func (s *Server) waitForCheckout(ctx context.Context, userID, name string) creat
 			return createOutcome{status: http.StatusOK, body: createResponse{HasAccess: true, PurchaseID: best.Name}}
 		}
 	}
-	notReady.message = "this checkout ended before it could be used; retry the same request to start a new one"
-	notReady.purchaseID = ""
-	return failed(notReady)
+	log.Info("checkout ended while waiting for it", "phase", phaseOf(p))
+	return failed(checkoutEndedError())
+}
+
+// checkoutEndedError answers a create whose purchase was deleted or ended
+// unpaid while the request waited. It names no purchase: there is none to
+// use, and the next request starts a new one.
+func checkoutEndedError() *apiError {
+	return newError(http.StatusConflict, CodeCheckoutEnded, "this checkout ended before it could be used; retry to start a new one")
 }
 
 // readClientSecret reads the session's client secret from the Secret the

@@ -237,6 +237,38 @@ func TestCreatePurchase_WaitEndsWith409WhenTheCheckoutIsPaidWithADelayedMethod(t
 	}
 }
 
+func TestCreatePurchase_CheckoutEndedWhileWaitingIs409(t *testing.T) {
+	h := newHarness(t, harnessConfig{noPurchaseController: true, options: func(o *Options) { o.CreateTimeout = waitTimeout }})
+	h.product("movie", nil)
+	ended := func(r response) {
+		t.Helper()
+		if m := r.expectError(t, http.StatusConflict, CodeCheckoutEnded); m["purchaseId"] != nil {
+			t.Fatalf("answer %s names a purchase that cannot be used", r.body)
+		}
+	}
+
+	// Canceled (e.g. superseded) without access.
+	call, p := startWaitingCreate(h, "alice", "movie", "vid-1")
+	p.Status = v1alpha1.PurchaseStatus{Phase: v1alpha1.PurchaseCanceled}
+	h.setStatus(p)
+	ended(call.answer(t))
+
+	// Deleted.
+	if err := env.Client.Delete(h.ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func() bool { return len(h.purchases()) == 0 }, "purchase never went away")
+	eventually(t, func() bool {
+		var list v1alpha1.PurchaseList
+		return h.mgr.GetClient().List(h.ctx, &list, client.InNamespace(h.ns)) == nil && len(list.Items) == 0
+	}, "the cache still holds the deleted purchase")
+	call, p = startWaitingCreate(h, "alice", "movie", "vid-1")
+	if err := env.Client.Delete(h.ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	ended(call.answer(t))
+}
+
 func TestCreatePurchase_CapsPendingPurchasesPerUser(t *testing.T) {
 	h := newHarness(t, harnessConfig{noPurchaseController: true, options: func(o *Options) { o.MaxPendingPerUser = 2 }})
 	h.product("movie", nil)

@@ -60,6 +60,10 @@ const (
 	// CodeCheckoutNotReady: the checkout session is not ready yet; retry the
 	// same request (it reuses the purchase).
 	CodeCheckoutNotReady = "checkout_not_ready"
+	// CodeCheckoutEnded: the purchase a create waited on was deleted or
+	// ended unpaid (e.g. canceled) before its checkout could be used; the
+	// next identical request starts a new one. No purchaseId.
+	CodeCheckoutEnded = "checkout_ended"
 	// CodePaymentProcessing: the user finished the checkout of a purchase of
 	// this entity with a delayed payment method and Stripe has not
 	// confirmed the payment yet; purchaseId names that purchase. No new

@@ -2,10 +2,14 @@ package webhookserver
 
 import (
 	"encoding/json"
+	"go/ast"
+	"go/parser"
+	gotoken "go/token"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -93,4 +97,60 @@ func TestOpenAPI_EveryDocumentedOperationIsServed(t *testing.T) {
 	r.expectError(t, http.StatusNotFound, CodeNotFound)
 	r = h.request(http.MethodDelete, purchasesPath, "", nil)
 	r.expectError(t, http.StatusMethodNotAllowed, CodeMethodNotAllowed)
+}
+
+// errorCodes reads the error code constants (Code*) declared in errors.go,
+// by name, so a new code is checked without anyone listing it here.
+func errorCodes(t *testing.T) map[string]string {
+	t.Helper()
+	f, err := parser.ParseFile(gotoken.NewFileSet(), "errors.go", nil, 0)
+	if err != nil {
+		t.Fatalf("parsing errors.go: %v", err)
+	}
+	codes := map[string]string{}
+	for _, decl := range f.Decls {
+		gen, ok := decl.(*ast.GenDecl)
+		if !ok || gen.Tok != gotoken.CONST {
+			continue
+		}
+		for _, spec := range gen.Specs {
+			vs := spec.(*ast.ValueSpec)
+			for i, name := range vs.Names {
+				if !strings.HasPrefix(name.Name, "Code") || i >= len(vs.Values) {
+					continue
+				}
+				lit, ok := vs.Values[i].(*ast.BasicLit)
+				if !ok || lit.Kind != gotoken.STRING {
+					t.Fatalf("%s is not a string literal", name.Name)
+				}
+				v, err := strconv.Unquote(lit.Value)
+				if err != nil {
+					t.Fatalf("%s: %v", name.Name, err)
+				}
+				codes[name.Name] = v
+			}
+		}
+	}
+	return codes
+}
+
+// TestOpenAPI_DocumentsEveryErrorCode keeps the document in step with the
+// codes clients switch on: each code in errors.go must be named in it, in
+// backquotes as the document writes codes.
+func TestOpenAPI_DocumentsEveryErrorCode(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "docs", "openapi.yaml"))
+	if err != nil {
+		t.Fatalf("reading the OpenAPI document: %v", err)
+	}
+	doc := string(raw)
+	codes := errorCodes(t)
+	// The parse must have found the codes, or the check proves nothing.
+	if codes["CodeNoAccess"] != CodeNoAccess || codes["CodeRefundFailed"] != CodeRefundFailed || len(codes) < 20 {
+		t.Fatalf("found %d error codes in errors.go: %v", len(codes), codes)
+	}
+	for name, code := range codes {
+		if !strings.Contains(doc, "`"+code+"`") {
+			t.Errorf("%s (%q) is not documented in docs/openapi.yaml", name, code)
+		}
+	}
 }
