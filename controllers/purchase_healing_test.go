@@ -1,7 +1,9 @@
 package controllers
 
 import (
+	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -245,4 +247,79 @@ paytoview_purchases{phase="Refunded"} 0
 	eventually(t, waitTimeout, func() bool {
 		return testutil.CollectAndCompare(c, strings.NewReader(want)) == nil
 	}, "gauge: %v", testutil.CollectAndCompare(c, strings.NewReader(want)))
+}
+
+// expireHook runs before with each session expire, then passes the call on.
+type expireHook struct {
+	PurchaseStripe
+	before func(id string)
+}
+
+func (e *expireHook) ExpireCheckoutSession(ctx context.Context, id string) (stripe.Session, error) {
+	if e.before != nil {
+		e.before(id)
+	}
+	return e.PurchaseStripe.ExpireCheckoutSession(ctx, id)
+}
+
+func TestPurchase_HealingGoesOnAfterAFailedExpireOfAnOverdueSession(t *testing.T) {
+	t.Run("paid at the moment the operator expires it, webhook lost: completed", func(t *testing.T) {
+		var (
+			em   *emulator.Emulator
+			once sync.Once
+			paid emulator.Session
+			perr error
+		)
+		// Stripe's clock stays put, so only the operator expires the session.
+		h := startPurchaseHarness(t, harnessOptions{separateStripeClock: true, wrap: func(next PurchaseStripe) PurchaseStripe {
+			return &expireHook{PurchaseStripe: next, before: func(id string) {
+				// The buyer pays just before the operator's expire
+				// reaches Stripe, which then refuses it (not open).
+				once.Do(func() { paid, perr = em.Pay(id, emulator.PayOptions{Webhook: emulator.WebhookDrop}) })
+			}}
+		}})
+		em = h.em
+		p := h.waitOpen(h.newPurchase("user-1", "video-1"))
+		h.advance(DefaultSessionTTL + sessionCreateWindow + 5*time.Minute)
+		h.restart() // wakes the controller without a recheck request
+		p = h.waitFor(p, "read at the overdue moment", func(p *v1alpha1.Purchase) bool { return p.Status.LastSessionCheckAt != nil })
+		eventually(t, waitTimeout, func() bool { _, _, e := h.faulty.counts(); return e >= 1 }, "the overdue session's expire was attempted")
+		if perr != nil {
+			t.Fatalf("paying in the emulator: %v", perr)
+		}
+		if got := h.get(p); got.Status.Phase != v1alpha1.PurchasePending {
+			t.Fatalf("phase after the refused expire: %s", describeStatus(&got))
+		}
+		// No webhook, no recheck request: only the schedule can find it.
+		h.advance(time.Minute)
+		p = h.waitPhase(p, v1alpha1.PurchaseCompleted)
+		if p.Status.ExternalTransactionID != paid.PaymentIntentID {
+			t.Fatalf("healed purchase: %s", describeStatus(&p))
+		}
+		for _, d := range h.em.Deliveries() {
+			if d.EventType == stripe.EventCheckoutSessionCompleted && d.Status != emulator.DeliveryDropped {
+				t.Fatalf("checkout.session.completed was delivered (%s); the test needs it lost", d.Status)
+			}
+		}
+	})
+	t.Run("Stripe down at the overdue moment, session left open: canceled", func(t *testing.T) {
+		h := startPurchaseHarness(t, harnessOptions{separateStripeClock: true})
+		p := h.waitOpen(h.newPurchase("user-1", "video-1"))
+		if _, err := h.em.AddFault(emulator.Fault{Operation: stripe.OpExpireCheckoutSession, Status: 503}); err != nil {
+			t.Fatal(err)
+		}
+		h.advance(DefaultSessionTTL + sessionCreateWindow + 5*time.Minute)
+		h.restart()
+		eventually(t, waitTimeout, func() bool { _, _, e := h.faulty.counts(); return e >= 1 }, "the overdue session's expire was attempted")
+		p = h.waitFor(p, "read at the overdue moment", func(p *v1alpha1.Purchase) bool { return p.Status.LastSessionCheckAt != nil })
+		h.em.ClearFaults()
+		h.advance(time.Minute)
+		p = h.waitPhase(p, v1alpha1.PurchaseCanceled)
+		if !hasCondition(p, v1alpha1.ConditionReady, metav1.ConditionFalse, lifecycle.ReasonSessionExpired) {
+			t.Fatalf("overdue purchase: %s", describeStatus(&p))
+		}
+		if s, err := h.em.GetSession(p.Status.CheckoutSessionID); err != nil || s.Status != "expired" {
+			t.Fatalf("session %+v (%v), want expired by the operator", s, err)
+		}
+	})
 }

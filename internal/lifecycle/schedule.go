@@ -16,7 +16,9 @@ type Schedule struct {
 	// checkout session of a Pending purchase is read from Stripe.
 	Healing []time.Duration
 	// HealingInterval is how often the session is read after the last
-	// Healing time, until the session's expiry plus ExpiryMargin.
+	// Healing time, until the session's expiry plus ExpiryMargin. It is
+	// also the longest wait between reads of a session that is overdue
+	// (SessionOverdue) while the purchase is still Pending.
 	HealingInterval time.Duration
 	// ExpiryMargin is how long after the session's expiresAt the
 	// controller reads it a last time, and expires it itself if Stripe has
@@ -35,7 +37,8 @@ type Schedule struct {
 
 // DefaultSchedule reads a session 1, 2, 5, 10, 15, 20 and 30 minutes after
 // the purchase was created, then every 10 minutes until 5 minutes past the
-// session's expiry; answers a recheck request at most every 5 seconds; and
+// session's expiry, then, while the purchase is still Pending, again after
+// 5 seconds, backing off to every 10 minutes; answers a recheck request at most every 5 seconds; and
 // keeps ended purchases for 7 days.
 func DefaultSchedule() Schedule {
 	return Schedule{
@@ -154,7 +157,20 @@ func (s Schedule) nextScheduled(p *v1alpha1.Purchase, after time.Time) (time.Tim
 	if processing(p) && s.ProcessingInterval > 0 {
 		return stepAfter(end, s.ProcessingInterval, after), true
 	}
-	return time.Time{}, false
+	// Still Pending after the read at expiry plus margin: that read, or
+	// the expire that followed it, did not end the purchase (Stripe was
+	// down, or the buyer paid at that moment and the webhook was lost).
+	// Reading never stops while the purchase is Pending: the wait grows
+	// with how overdue the last read was, from RecheckMinInterval up to
+	// HealingInterval.
+	return after.Add(s.overdueStep(after.Sub(end))), true
+}
+
+// overdueStep is the wait after a read that was `overdue` past the
+// session's expiry plus margin.
+func (s Schedule) overdueStep(overdue time.Duration) time.Duration {
+	least := max(s.RecheckMinInterval, time.Second)
+	return max(min(overdue, s.HealingInterval), least)
 }
 
 // stepAfter is the first start + k*step (k >= 1) strictly after `after`.
