@@ -138,11 +138,11 @@ func TestCreatePurchase_ProductErrors(t *testing.T) {
 		body["returnUrl"] = u
 		h.request(http.MethodPost, purchasesPath, tok, body).expectError(t, http.StatusUnprocessableEntity, CodeInvalidReturnURL)
 	}
+	// Only the Purchase controller calls Stripe, and only for a Purchase:
+	// none created means no checkout session either (without the
+	// controller here, counting sessions would prove nothing).
 	if n := len(h.purchases()); n != 0 {
 		t.Fatalf("%d purchases created by refused requests", n)
-	}
-	if n := h.sessions(); n != 0 {
-		t.Fatalf("%d checkout sessions created by refused requests", n)
 	}
 }
 
@@ -166,11 +166,12 @@ func TestCreatePurchase_HasAccessShortCircuits(t *testing.T) {
 	if m := h.create("alice", "no-such-product", "vid-1").json(t); m["hasAccess"] != true {
 		t.Fatalf("access not reported for another product id: %v", m)
 	}
+	// No new Purchase means Stripe was not called: only the Purchase
+	// controller (proven end to end in
+	// TestCreatePurchase_AfterPayingTheUserHasAccessAndStripeIsNotCalled)
+	// creates sessions.
 	if n := len(h.purchases()); n != 1 {
 		t.Fatalf("%d purchases, want only the paid one", n)
-	}
-	if n := h.sessions(); n != 0 {
-		t.Fatalf("Stripe was called: %d sessions", n)
 	}
 }
 
