@@ -475,6 +475,11 @@ func unsellable(p *v1alpha1.Product) string {
 		return "this product is no longer for sale"
 	case !meta.IsStatusConditionTrue(p.Status.Conditions, v1alpha1.ConditionReady):
 		return "this product is not ready for sale yet"
+	case p.Status.ObservedGeneration != p.Generation:
+		// The spec changed (a new price, say) and the status still names
+		// the Stripe price the controller is about to archive: a purchase
+		// snapshotting it now would fail at checkout.
+		return "this product is being updated; try again in a moment"
 	case p.Status.StripePriceID == "" || p.Status.Price == nil:
 		return "this product has no Stripe price yet"
 	}

@@ -575,3 +575,36 @@ func TestAccessCheck_EntityHeaderIsConfigurable(t *testing.T) {
 		t.Fatalf("%d %s", r.status, r.body)
 	}
 }
+
+func TestUnsellable_OnlyAReadyActiveUpToDateProductWithAPriceSells(t *testing.T) {
+	ready := func() *v1alpha1.Product {
+		return &v1alpha1.Product{
+			ObjectMeta: metav1.ObjectMeta{Name: "p", Generation: 2},
+			Spec:       v1alpha1.ProductSpec{Active: ptr.To(true)},
+			Status: v1alpha1.ProductStatus{
+				StripePriceID: "price_1", Price: &v1alpha1.Price{Amount: 499, Currency: "usd"}, ObservedGeneration: 2,
+				Conditions: []metav1.Condition{{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: "PriceReady"}},
+			},
+		}
+	}
+	cases := []struct {
+		name   string
+		mutate func(*v1alpha1.Product)
+		want   string
+	}{
+		{"sellable", func(*v1alpha1.Product) {}, ""},
+		{"inactive", func(p *v1alpha1.Product) { p.Spec.Active = ptr.To(false) }, "no longer for sale"},
+		{"not ready", func(p *v1alpha1.Product) { p.Status.Conditions[0].Status = metav1.ConditionFalse }, "not ready"},
+		{"spec changed, not yet reconciled", func(p *v1alpha1.Product) { p.Generation = 3 }, "being updated"},
+		{"no price yet", func(p *v1alpha1.Product) { p.Status.StripePriceID = "" }, "no Stripe price"},
+		{"being deleted", func(p *v1alpha1.Product) { p.DeletionTimestamp = ptr.To(metav1.Now()) }, "being deleted"},
+	}
+	for _, c := range cases {
+		p := ready()
+		c.mutate(p)
+		got := unsellable(p)
+		if (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
+			t.Errorf("%s: unsellable = %q, want %q", c.name, got, c.want)
+		}
+	}
+}
