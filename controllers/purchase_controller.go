@@ -694,17 +694,12 @@ func (r *PurchaseReconciler) reconcileRefund(ctx context.Context, s *purchaseSco
 	if p.Spec.Refund == nil || !p.Spec.Refund.Requested {
 		return ctrl.Result{}, nil
 	}
-	switch p.Status.Phase {
-	case v1alpha1.PurchaseRefunded:
-		return ctrl.Result{}, nil
-	case v1alpha1.PurchaseCompleted:
-	default:
-		s.setCondition(v1alpha1.ConditionRefunded, metav1.ConditionFalse, lifecycle.ReasonNotRefundable,
-			fmt.Sprintf("a refund was requested but the purchase is %s: nothing was paid", p.Status.Phase))
-		return ctrl.Result{}, nil
-	}
 	if p.Status.StripeRefundID != "" {
-		if readyCondition(p, v1alpha1.ConditionRefunded) != lifecycle.ReasonRefundPending {
+		// Read back until Stripe settles it, whatever the webhooks said
+		// meanwhile: a lost charge.refund.updated must not leave a failed
+		// refund looking refunded, or a succeeded one looking pending. A
+		// Refunded purchase is read too: its refund can still fail.
+		if lifecycle.RefundSettled(p) || (p.Status.Phase != v1alpha1.PurchaseCompleted && p.Status.Phase != v1alpha1.PurchaseRefunded) {
 			return ctrl.Result{}, nil
 		}
 		re, err := r.Stripe.GetRefund(ctx, p.Status.StripeRefundID)
@@ -715,6 +710,15 @@ func (r *PurchaseReconciler) reconcileRefund(ctx context.Context, s *purchaseSco
 			return ctrl.Result{}, fmt.Errorf("reading refund %s: %w", p.Status.StripeRefundID, err)
 		}
 		return r.applyRefund(ctx, s, re)
+	}
+	switch p.Status.Phase {
+	case v1alpha1.PurchaseRefunded:
+		return ctrl.Result{}, nil
+	case v1alpha1.PurchaseCompleted:
+	default:
+		s.setCondition(v1alpha1.ConditionRefunded, metav1.ConditionFalse, lifecycle.ReasonNotRefundable,
+			fmt.Sprintf("a refund was requested but the purchase is %s: nothing was paid", p.Status.Phase))
+		return ctrl.Result{}, nil
 	}
 	if readyCondition(p, v1alpha1.ConditionRefunded) == lifecycle.ReasonRefundRejected {
 		// Stripe refused; asking again gets the same answer. A human
@@ -777,8 +781,8 @@ func (r *PurchaseReconciler) applyRefund(ctx context.Context, s *purchaseScope, 
 		return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("applying refund %s: %w", re.ID, err))
 	}
 	s.apply(res)
-	if readyCondition(s.p, v1alpha1.ConditionRefunded) == lifecycle.ReasonRefundPending {
-		ctrl.LoggerFrom(ctx).V(1).Info("refund pending", "refund", re.ID)
+	if !lifecycle.RefundSettled(s.p) {
+		ctrl.LoggerFrom(ctx).V(1).Info("refund not settled yet", "refund", re.ID, "status", s.p.Status.StripeRefundStatus)
 		return ctrl.Result{RequeueAfter: r.refundPollInterval()}, nil
 	}
 	return ctrl.Result{}, nil

@@ -505,9 +505,25 @@ func TestApplyCharge(t *testing.T) {
 				}
 			}},
 	}, {
-		name: "a stale partial refund event never lowers the total",
+		name: "the charge's total is authoritative: a lower one (a refund failed) lowers amountRefunded",
 		p:    purchase(completed, partly), c: charge(100),
-		want: want{phase: v1alpha1.PurchaseCompleted, access: ReasonPaid, noChanges: true},
+		want: want{phase: v1alpha1.PurchaseCompleted, changed: true, events: []string{ReasonPartiallyRefunded}, access: ReasonPaid, refunded: ReasonPartiallyRefunded,
+			check: func(t *testing.T, p *v1alpha1.Purchase) {
+				if p.Status.AmountRefunded != 100 {
+					t.Errorf("amountRefunded %d", p.Status.AmountRefunded)
+				}
+			}},
+	}, {
+		name: "a charge never moves a refunded purchase back, but its total is recorded",
+		p: purchase(completed, func(p *v1alpha1.Purchase) {
+			_, _ = ApplyCharge(p, charge(500), t0.Add(-time.Minute))
+		}), c: charge(300),
+		want: want{phase: v1alpha1.PurchaseRefunded, changed: true, access: ReasonRefunded, refunded: ReasonRefunded,
+			check: func(t *testing.T, p *v1alpha1.Purchase) {
+				if p.Status.AmountRefunded != 300 {
+					t.Errorf("amountRefunded %d", p.Status.AmountRefunded)
+				}
+			}},
 	}, {
 		name: "the rest refunded after a partial refund is a full refund",
 		p:    purchase(completed, partly), c: charge(500),

@@ -30,17 +30,22 @@ func disputeClosed(status string) bool {
 }
 
 // ApplyCharge applies a Charge (charge.refunded, or the latest charge of a
-// PaymentIntent). amount_refunded is cumulative, so the largest value seen
-// wins and a stale event cannot lower it. Refunded in full (refunded=true or
-// amount_refunded >= amount): the purchase becomes Refunded, whatever phase
-// it was in, because money was taken and returned. Partly refunded: the
-// amount is recorded, the Refunded condition says PartiallyRefunded, and
-// access is kept.
+// PaymentIntent). Its amount_refunded is the charge's total refunded amount
+// and is authoritative: amountRefunded becomes it, up or down (a refund
+// that failed gives its amount back to the charge). Refunded in full
+// (refunded=true or amount_refunded >= amount): the purchase becomes
+// Refunded, whatever phase it was in, because money was taken and returned.
+// Partly refunded: the amount is recorded, the Refunded condition says
+// PartiallyRefunded, and access is kept. A charge never moves a purchase
+// out of Refunded: only a failed refund does (ApplyRefund).
 //
 // Stripe counts a refund in amount_refunded as soon as it is created, before
 // it succeeds, and a card refund can still fail. So when the operator has
 // created its own refund (status.stripeRefundId), the charge only updates
-// amountRefunded; the refund's own status (ApplyRefund) decides.
+// amountRefunded; the refund's own status (ApplyRefund) decides. When that
+// refund is known to have failed, a charge that reports no more than what is
+// already known refunded is the failed refund's echo and does not refund the
+// purchase either.
 //
 // The charge must carry the purchase's PaymentIntent, or our metadata (which
 // Stripe copies from the PaymentIntent), otherwise ErrNotThisPurchase.
@@ -53,32 +58,56 @@ func ApplyCharge(p *v1alpha1.Purchase, c stripe.Charge, now time.Time) (Result, 
 	if st.ExternalTransactionID == "" && c.PaymentIntentID != "" {
 		st.ExternalTransactionID = c.PaymentIntentID
 	}
-	amount := max(st.AmountRefunded, c.AmountRefunded)
+	amount := c.AmountRefunded
 	full := c.Refunded || (c.Amount > 0 && c.AmountRefunded >= c.Amount)
+	ownRefundOpen := st.StripeRefundID != "" && !refundStatusFailed(st.StripeRefundStatus) && st.StripeRefundStatus != string(stripe.RefundSucceeded)
+	ownRefundFailed := st.StripeRefundID != "" && refundStatusFailed(st.StripeRefundStatus)
 	switch {
-	case full && st.StripeRefundID != "" && st.Phase != v1alpha1.PurchaseRefunded:
+	case st.Phase == v1alpha1.PurchaseRefunded:
 		st.AmountRefunded = amount
+	case full && ownRefundOpen:
+		st.AmountRefunded = amount
+	case full && ownRefundFailed && amount <= st.AmountRefunded:
+		// Nothing new: the failed refund's own charge.refunded.
 	case full:
 		t.refunded(amount)
-	case amount > st.AmountRefunded:
+	case amount == 0:
+		st.AmountRefunded = 0
+	case amount != st.AmountRefunded:
 		t.partiallyRefunded(amount, c.Currency)
 	}
 	return t.finish(), nil
 }
 
 // ApplyRefund applies a Refund (charge.refund.updated, or the refund the
-// controller created and then reads back). A succeeded refund of the whole
-// price, or of the refund the operator created for spec.refund, makes the
-// purchase Refunded; a smaller one is a partial refund. A pending one sets
-// Refunded=False RefundPending.
+// controller created and then reads back).
+//
+// The operator's own refund (status.stripeRefundId) refunds what was left of
+// the charge. Its Stripe status is recorded in status.stripeRefundStatus;
+// failed and canceled are final, and a stale pending never replaces
+// succeeded. When it turns succeeded, its amount is added once to what was
+// refunded before it (capped at the price) and the purchase is Refunded.
+// Pending sets Refunded=False RefundPending.
+//
+// A refund made in the Stripe dashboard does not say how much was refunded
+// before it: one of the whole price refunds the purchase; a smaller one is
+// recorded only when nothing was known refunded (charge.refunded, which
+// Stripe sends for every refund, carries the total).
 //
 // A failed or canceled refund returned no money: Refunded=False
-// RefundFailed with a Warning Event, its amount no longer counts in
-// amountRefunded, and a purchase that was Refunded because of it is
-// Completed again, with access (the one exception to Refunded being
-// terminal: the buyer paid and was not refunded) — or Pending again if its
-// payment was never observed (the refund was seen before the completion),
-// until the completion arrives and grants access with its period.
+// RefundFailed with a Warning Event, and its amount no longer counts in
+// amountRefunded (the operator's refund counts only once the known total
+// reached the price: it refunds the remainder). Whether the purchase is
+// still refunded in full is then decided by that total, as the charge's
+// amount_refunded would: a purchase that was Refunded and no longer is
+// becomes Completed again, with access (the one exception to Refunded being
+// terminal: the buyer paid and was not refunded in full) — or Pending again
+// if its payment was never observed (the refund was seen before the
+// completion), until the completion arrives and grants access with its
+// period. For example: 200 refunded in the dashboard, then the operator's
+// refund of the remaining 300 succeeds (500, Refunded); if the dashboard
+// refund then fails, 300 is refunded, not the whole price, and the purchase
+// is Completed again with a RefundFailed Warning for support to handle.
 //
 // The refund must be status.stripeRefundId, or be for the purchase's
 // PaymentIntent, or carry our metadata, otherwise ErrNotThisPurchase.
@@ -94,35 +123,75 @@ func ApplyRefund(p *v1alpha1.Purchase, r stripe.Refund, now time.Time) (Result, 
 	if st.ExternalTransactionID == "" && r.PaymentIntentID != "" {
 		st.ExternalTransactionID = r.PaymentIntentID
 	}
+	if ours {
+		t.ownRefund(r)
+		return t.finish(), nil
+	}
 	switch r.Status {
 	case stripe.RefundSucceeded:
-		if ours || r.Amount >= p.Spec.Price.Amount {
-			t.refunded(max(st.AmountRefunded, r.Amount))
-		} else if r.Amount > st.AmountRefunded {
-			// A single refund does not say how much was refunded before;
-			// charge.refunded carries the total and corrects this.
+		if r.Amount >= p.Spec.Price.Amount {
+			t.refunded(p.Spec.Price.Amount)
+		} else if st.AmountRefunded == 0 && r.Amount > 0 {
 			t.partiallyRefunded(r.Amount, r.Currency)
 		}
 	case stripe.RefundFailed, stripe.RefundCanceled:
-		t.refundFailed(r)
-	case stripe.RefundPending, stripe.RefundRequiresAction:
-		if st.Phase == v1alpha1.PurchaseCompleted && !conditionIs(p, v1alpha1.ConditionRefunded, metav1.ConditionFalse, ReasonRefundFailed, "") {
-			t.setCondition(v1alpha1.ConditionRefunded, metav1.ConditionFalse, ReasonRefundPending,
-				fmt.Sprintf("refund %s is %s at Stripe", r.ID, r.Status))
-		}
+		t.refundFailed(r, true)
 	}
 	return t.finish(), nil
 }
 
+// ownRefund applies an observation of the operator's own refund.
+func (t *tx) ownRefund(r stripe.Refund) {
+	st := &t.p.Status
+	prev := st.StripeRefundStatus
+	switch {
+	case refundStatusFailed(prev):
+		// Final: a later observation is stale.
+		return
+	case prev == string(stripe.RefundSucceeded) && r.Status != stripe.RefundFailed && r.Status != stripe.RefundCanceled:
+		return
+	}
+	st.StripeRefundStatus = string(r.Status)
+	switch r.Status {
+	case stripe.RefundSucceeded:
+		t.refunded(min(st.AmountRefunded+r.Amount, t.p.Spec.Price.Amount))
+	case stripe.RefundFailed, stripe.RefundCanceled:
+		// Counted only if it succeeded, or if a charge reported the
+		// whole price refunded, which includes it.
+		counted := prev == string(stripe.RefundSucceeded) || st.AmountRefunded >= t.p.Spec.Price.Amount
+		t.refundFailed(r, counted)
+	case stripe.RefundPending, stripe.RefundRequiresAction:
+		if st.Phase == v1alpha1.PurchaseCompleted {
+			t.setCondition(v1alpha1.ConditionRefunded, metav1.ConditionFalse, ReasonRefundPending,
+				fmt.Sprintf("refund %s is %s at Stripe", r.ID, r.Status))
+		}
+	}
+}
+
+// refundStatusFailed reports whether a refund status means no money was
+// returned, for good.
+func refundStatusFailed(status string) bool {
+	return status == string(stripe.RefundFailed) || status == string(stripe.RefundCanceled)
+}
+
+// RefundSettled reports whether the operator's refund has a final status in
+// Stripe (succeeded, failed or canceled), so it need not be read again.
+func RefundSettled(p *v1alpha1.Purchase) bool {
+	return p.Status.StripeRefundStatus == string(stripe.RefundSucceeded) || refundStatusFailed(p.Status.StripeRefundStatus)
+}
+
 // refundFailed records a refund that returned no money, once per refund (the
 // condition message names the refund, which makes duplicates no-ops).
-func (t *tx) refundFailed(r stripe.Refund) {
+// counted says whether its amount is in amountRefunded.
+func (t *tx) refundFailed(r stripe.Refund, counted bool) {
 	st := &t.p.Status
 	if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionRefunded); c != nil &&
 		c.Reason == ReasonRefundFailed && strings.Contains(c.Message, "refund "+r.ID+" ") {
 		return
 	}
-	st.AmountRefunded = max(st.AmountRefunded-r.Amount, 0)
+	if counted {
+		st.AmountRefunded = max(st.AmountRefunded-r.Amount, 0)
+	}
 	msg := fmt.Sprintf("refund %s %s", r.ID, r.Status)
 	if r.FailureReason != "" {
 		msg += " (" + r.FailureReason + ")"
@@ -205,7 +274,7 @@ func checkPayment(p *v1alpha1.Purchase, what, paymentIntentID string, md map[str
 // money was taken and given back.
 func (t *tx) refunded(amount int64) {
 	st := &t.p.Status
-	st.AmountRefunded = max(st.AmountRefunded, amount)
+	st.AmountRefunded = amount
 	if st.Phase == v1alpha1.PurchaseRefunded {
 		if st.RefundedAt == nil {
 			st.RefundedAt = t.nowTime()
@@ -221,7 +290,7 @@ func (t *tx) refunded(amount int64) {
 
 func (t *tx) partiallyRefunded(amount int64, currency string) {
 	if t.p.Status.Phase == v1alpha1.PurchaseRefunded {
-		t.p.Status.AmountRefunded = max(t.p.Status.AmountRefunded, amount)
+		t.p.Status.AmountRefunded = amount
 		return
 	}
 	if currency == "" {
