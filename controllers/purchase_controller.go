@@ -808,7 +808,10 @@ func (r *PurchaseReconciler) reconcileRetention(ctx context.Context, s *purchase
 	}
 	r.Recorder.Eventf(s.p, nil, corev1.EventTypeNormal, eventReasonRetentionExpired, eventActionDelete,
 		"deleting: %s since %s, retention is %s", s.p.Status.Phase, ended.UTC().Format(time.RFC3339), r.retention())
-	if err := r.Client.Delete(ctx, s.p, client.Preconditions{UID: &s.p.UID}); client.IgnoreNotFound(err) != nil {
+	// Deleted only as read: a purchase changed meanwhile (paid after all,
+	// by a webhook on another replica) fails the precondition and is
+	// looked at again instead.
+	if err := r.Client.Delete(ctx, s.p, client.Preconditions{UID: &s.p.UID, ResourceVersion: &s.p.ResourceVersion}); client.IgnoreNotFound(err) != nil {
 		return ctrl.Result{}, fmt.Errorf("deleting ended purchase: %w", err)
 	}
 	s.deleted = true
