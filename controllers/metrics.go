@@ -41,6 +41,11 @@ var (
 		Help: "Purchase reconciles that failed or hit a refusal, by reason (stripe_unavailable, stripe_rejected, conflict, apiserver, other).",
 	}, []string{"reason"})
 
+	purchaseDuplicatePayments = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "paytoview_purchase_duplicate_payments_total",
+		Help: "Purchases paid while another purchase of the same user and entity already granted access (the buyer paid twice; support refunds one).",
+	})
+
 	purchasesDesc = prometheus.NewDesc("paytoview_purchases",
 		"Purchases in the operator's cache, by phase.", []string{"phase"}, nil)
 )
@@ -50,7 +55,7 @@ var (
 var purchasePhaseSource atomic.Pointer[client.Reader]
 
 func init() {
-	metrics.Registry.MustRegister(purchaseTransitions, purchaseSessionReady, purchaseReconcileErrors,
+	metrics.Registry.MustRegister(purchaseTransitions, purchaseSessionReady, purchaseReconcileErrors, purchaseDuplicatePayments,
 		&PurchasePhaseCollector{Reader: currentPurchaseReader{}})
 }
 

@@ -262,6 +262,7 @@ func (r *PurchaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		r.reconcileClientSecret,
 		r.reconcileSupersede,
 		r.reconcileHealing,
+		r.reconcileDuplicatePayment,
 		r.reconcileRefund,
 		r.reconcileAccess,
 		r.reconcileRetention,
@@ -566,14 +567,92 @@ func (r *PurchaseReconciler) reconcileSupersede(ctx context.Context, s *purchase
 	if err != nil || res.RequeueAfter > 0 {
 		return res, err
 	}
-	switch p.Status.Phase {
-	case v1alpha1.PurchasePending:
+	if p.Status.Phase == v1alpha1.PurchasePending {
 		// Still open although Stripe refused to expire it a moment ago:
 		// try again shortly.
 		return ctrl.Result{RequeueAfter: r.recheckMinInterval()}, nil
-	case v1alpha1.PurchaseCompleted:
-		s.event(corev1.EventTypeWarning, eventReasonDuplicatePayment,
-			"the buyer also paid purchase %s for the same entity; refund one of them", winner)
+	}
+	if p.Status.Phase == v1alpha1.PurchaseCompleted {
+		// Paid after all, while the winner grants access: a duplicate.
+		s.duplicatePayment(ctx, winner, "")
+	}
+	return ctrl.Result{}, nil
+}
+
+// duplicatePayment flags the purchase as paid while purchase other (paid by
+// PaymentIntent otherPI, if known) already granted access: the
+// DuplicatePayment condition, a Warning Event, and, once committed, the
+// duplicate payments counter.
+func (s *purchaseScope) duplicatePayment(ctx context.Context, other, otherPI string) {
+	if meta.FindStatusCondition(s.p.Status.Conditions, conditionDuplicatePayment) != nil {
+		return
+	}
+	by := ""
+	if otherPI != "" {
+		by = " (PaymentIntent " + otherPI + ")"
+	}
+	msg := fmt.Sprintf("the buyer paid twice: purchase %s%s already granted access to %s when this one was paid (PaymentIntent %s); refund one of them",
+		other, by, s.p.Spec.EntityID, s.p.Status.ExternalTransactionID)
+	s.setCondition(conditionDuplicatePayment, metav1.ConditionTrue, eventReasonDuplicatePayment, msg)
+	s.event(corev1.EventTypeWarning, eventReasonDuplicatePayment, "%s", msg)
+	ctrl.LoggerFrom(ctx).Info("duplicate payment", "other", other)
+}
+
+// paidBefore reports whether q was paid before p: the earlier completion,
+// then (the same second) the earlier creation, then the smaller name.
+func paidBefore(q, p *v1alpha1.Purchase) bool {
+	qa, pa := q.Status.CompletedAt.Time, p.Status.CompletedAt.Time
+	if !qa.Equal(pa) {
+		return qa.Before(pa)
+	}
+	qc, pc := q.CreationTimestamp.Time, p.CreationTimestamp.Time
+	if !qc.Equal(pc) {
+		return qc.Before(pc)
+	}
+	return q.Name < p.Name
+}
+
+// conditionDuplicatePayment is set (True) on a purchase that was paid while
+// another purchase of the same user and entity already granted access. It
+// records that support was warned, so the warning is given once.
+const conditionDuplicatePayment = "DuplicatePayment"
+
+// reconcileDuplicatePayment warns when a purchase became Completed while
+// another purchase of the same user and entity already granted access: the
+// buyer paid twice (two tabs served by two replicas, or a delayed payment
+// settling after a card payment). The newer of the two gets a Warning Event
+// naming the other and the DuplicatePayment condition, and
+// paytoview_purchase_duplicate_payments_total counts it, so support can
+// refund one. Nothing is refunded automatically.
+func (r *PurchaseReconciler) reconcileDuplicatePayment(ctx context.Context, s *purchaseScope) (ctrl.Result, error) {
+	p := s.p
+	if p.Status.Phase != v1alpha1.PurchaseCompleted || p.Status.CompletedAt == nil ||
+		meta.FindStatusCondition(p.Status.Conditions, conditionDuplicatePayment) != nil {
+		return ctrl.Result{}, nil
+	}
+	var list v1alpha1.PurchaseList
+	if err := r.Client.List(ctx, &list, client.InNamespace(p.Namespace),
+		client.MatchingFields{index.PurchaseByUserEntity: index.UserEntityKey(p.Spec.UserID, p.Spec.EntityID)}); err != nil {
+		return ctrl.Result{}, fmt.Errorf("listing purchases of the same user and entity: %w", err)
+	}
+	paidAt := p.Status.CompletedAt.Time
+	for i := range list.Items {
+		q := &list.Items[i]
+		if q.UID == p.UID || q.Status.Phase != v1alpha1.PurchaseCompleted || q.Status.CompletedAt == nil ||
+			meta.FindStatusCondition(q.Status.Conditions, conditionDuplicatePayment) != nil {
+			// A purchase already flagged as a duplicate is not the
+			// original of another one: each pair is flagged once.
+			continue
+		}
+		if !paidBefore(q, p) {
+			// p is the older of the two: the other one is flagged.
+			continue
+		}
+		if granted, _ := lifecycle.Access(q, paidAt); !granted {
+			continue
+		}
+		s.duplicatePayment(ctx, q.Name, q.Status.ExternalTransactionID)
+		return ctrl.Result{}, nil
 	}
 	return ctrl.Result{}, nil
 }
@@ -885,6 +964,11 @@ func (r *PurchaseReconciler) commit(ctx context.Context, s *purchaseScope) error
 	s.base = s.p.DeepCopy()
 	for _, e := range s.events {
 		r.Recorder.Eventf(s.p, nil, e.Type, e.Reason, eventActionReconcile, "%s", e.Message)
+		if e.Reason == eventReasonDuplicatePayment {
+			// Counted once its condition is persisted, so a retried
+			// reconcile does not count it twice.
+			purchaseDuplicatePayments.Inc()
+		}
 	}
 	s.events = nil
 	return nil

@@ -2,9 +2,12 @@ package controllers
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/md-platform/paytoview-operator/api/v1alpha1"
@@ -72,5 +75,51 @@ func TestPurchase_OperatorRefundAfterADashboardPartialRefundCountsBoth(t *testin
 	p = h.get(p)
 	if p.Status.AmountRefunded != 500 {
 		t.Fatalf("amountRefunded %d, want 500 (200 + the remaining 300): %s", p.Status.AmountRefunded, describeStatus(&p))
+	}
+}
+
+func TestPurchase_DelayedPaymentSettlingAfterACardPaymentIsFlaggedAsDuplicate(t *testing.T) {
+	h := startPurchaseHarness(t, harnessOptions{})
+	before := testutil.ToFloat64(purchaseDuplicatePayments)
+	delayed := h.waitOpen(h.newPurchase("user-1", "video-1"))
+	if _, err := h.em.PayAsync(delayed.Status.CheckoutSessionID, emulator.AsyncPending, emulator.PayOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor(delayed, "payment processing", func(p *v1alpha1.Purchase) bool {
+		return hasCondition(p, v1alpha1.ConditionReady, metav1.ConditionTrue, lifecycle.ReasonPaymentProcessing)
+	})
+	// Meanwhile the buyer pays again by card, in another tab.
+	card := h.waitOpen(h.newPurchase("user-1", "video-1"))
+	h.pay(card, emulator.WebhookDeliver)
+	card = h.waitPhase(card, v1alpha1.PurchaseCompleted)
+	h.advance(time.Minute)
+	if _, err := h.em.SettleAsync(delayed.Status.CheckoutSessionID, emulator.AsyncSucceeded, emulator.PayOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	delayed = h.waitFor(delayed, "DuplicatePayment condition", func(p *v1alpha1.Purchase) bool {
+		return p.Status.Phase == v1alpha1.PurchaseCompleted && hasCondition(p, conditionDuplicatePayment, metav1.ConditionTrue, eventReasonDuplicatePayment)
+	})
+	e := h.waitEvent(delayed, "Warning", eventReasonDuplicatePayment)
+	if !strings.Contains(e.Note, card.Name) {
+		t.Fatalf("the warning does not name the other purchase %s: %q", card.Name, e.Note)
+	}
+	eventually(t, waitTimeout, func() bool { return testutil.ToFloat64(purchaseDuplicatePayments) == before+1 },
+		"duplicate payments counter +1 (is %v, was %v)", testutil.ToFloat64(purchaseDuplicatePayments), before)
+	// The older purchase is not flagged, nothing is refunded, and the
+	// warning is given once.
+	h.poke(delayed)
+	h.poke(card)
+	h.barrier()
+	if got := h.get(card); meta.FindStatusCondition(got.Status.Conditions, conditionDuplicatePayment) != nil || h.countEvents(card, eventReasonDuplicatePayment) != 0 {
+		t.Fatalf("the first payment was flagged: %s", describeStatus(&got))
+	}
+	if n := h.countEvents(delayed, eventReasonDuplicatePayment); n != 1 {
+		t.Fatalf("%d DuplicatePayment events, want 1", n)
+	}
+	if got := testutil.ToFloat64(purchaseDuplicatePayments); got != before+1 {
+		t.Fatalf("duplicate payments counter %v, want %v", got, before+1)
+	}
+	if n := len(h.em.State().Refunds); n != 0 {
+		t.Fatalf("%d refunds; duplicates are not refunded automatically", n)
 	}
 }
