@@ -35,14 +35,7 @@ func (e *Emulator) createCustomer(c *call) ([]byte, *apiError) {
 }
 
 func (e *Emulator) getCustomer(c *call) ([]byte, *apiError) {
-	e.lock()
-	defer e.mu.Unlock()
-	id := c.r.PathValue("id")
-	cu, ok := e.customers[id]
-	if !ok {
-		return nil, noSuch("customer", id, "id")
-	}
-	return e.render(cu, c.expand())
+	return retrieve(e, c, "customer", func() map[string]*customer { return e.customers })
 }
 
 func (e *Emulator) createProduct(c *call) ([]byte, *apiError) {
@@ -93,14 +86,7 @@ func (e *Emulator) createProduct(c *call) ([]byte, *apiError) {
 }
 
 func (e *Emulator) getProduct(c *call) ([]byte, *apiError) {
-	e.lock()
-	defer e.mu.Unlock()
-	id := c.r.PathValue("id")
-	p, ok := e.products[id]
-	if !ok {
-		return nil, noSuch("product", id, "id")
-	}
-	return e.render(p, c.expand())
+	return retrieve(e, c, "product", func() map[string]*product { return e.products })
 }
 
 func (e *Emulator) updateProduct(c *call) ([]byte, *apiError) {
@@ -222,14 +208,7 @@ func (e *Emulator) createPrice(c *call) ([]byte, *apiError) {
 }
 
 func (e *Emulator) getPrice(c *call) ([]byte, *apiError) {
-	e.lock()
-	defer e.mu.Unlock()
-	id := c.r.PathValue("id")
-	pr, ok := e.prices[id]
-	if !ok {
-		return nil, noSuch("price", id, "id")
-	}
-	return e.render(pr, c.expand())
+	return retrieve(e, c, "price", func() map[string]*price { return e.prices })
 }
 
 func (e *Emulator) updatePrice(c *call) ([]byte, *apiError) {
@@ -267,4 +246,17 @@ func (e *Emulator) updatePrice(c *call) ([]byte, *apiError) {
 	pr.Metadata = md
 	e.emitLocked("price.updated", pr, c.eventRequest(), prev, nil)
 	return e.render(pr, c.expand())
+}
+
+// retrieve answers GET /v1/<objects>/{id}: the object with that id in the
+// map objects returns (read under the lock), or Stripe's resource_missing.
+func retrieve[T any](e *Emulator, c *call, kind string, objects func() map[string]*T) ([]byte, *apiError) {
+	e.lock()
+	defer e.mu.Unlock()
+	id := c.r.PathValue("id")
+	obj, ok := objects()[id]
+	if !ok {
+		return nil, noSuch(kind, id, "id")
+	}
+	return e.render(obj, c.expand())
 }

@@ -193,14 +193,7 @@ func (e *Emulator) createSession(c *call) ([]byte, *apiError) {
 }
 
 func (e *Emulator) getSession(c *call) ([]byte, *apiError) {
-	e.lock()
-	defer e.mu.Unlock()
-	id := c.r.PathValue("id")
-	s, ok := e.sessions[id]
-	if !ok {
-		return nil, noSuch("checkout.session", id, "id")
-	}
-	return e.render(s, c.expand())
+	return retrieve(e, c, "checkout.session", func() map[string]*checkoutSession { return e.sessions })
 }
 
 func (e *Emulator) listSessions(c *call) ([]byte, *apiError) {
@@ -400,23 +393,9 @@ func (e *Emulator) newChargeLocked(pi *paymentIntent, now time.Time, paid bool) 
 }
 
 func (e *Emulator) getPaymentIntent(c *call) ([]byte, *apiError) {
-	e.lock()
-	defer e.mu.Unlock()
-	id := c.r.PathValue("id")
-	pi, ok := e.intents[id]
-	if !ok {
-		return nil, noSuch("payment_intent", id, "id")
-	}
-	return e.render(pi, c.expand())
+	return retrieve(e, c, "payment_intent", func() map[string]*paymentIntent { return e.intents })
 }
 
 func (e *Emulator) getCharge(c *call) ([]byte, *apiError) {
-	e.lock()
-	defer e.mu.Unlock()
-	id := c.r.PathValue("id")
-	ch, ok := e.charges[id]
-	if !ok {
-		return nil, noSuch("charge", id, "id")
-	}
-	return e.render(ch, c.expand())
+	return retrieve(e, c, "charge", func() map[string]*charge { return e.charges })
 }

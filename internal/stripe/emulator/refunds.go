@@ -124,14 +124,7 @@ func (e *Emulator) createRefund(c *call) ([]byte, *apiError) {
 }
 
 func (e *Emulator) getRefund(c *call) ([]byte, *apiError) {
-	e.lock()
-	defer e.mu.Unlock()
-	id := c.r.PathValue("id")
-	re, ok := e.refunds[id]
-	if !ok {
-		return nil, noSuch("refund", id, "id")
-	}
-	return e.render(re, c.expand())
+	return retrieve(e, c, "refund", func() map[string]*refund { return e.refunds })
 }
 
 // failRefundLocked fails a pending or succeeded refund: the money goes back
@@ -211,12 +204,5 @@ func (e *Emulator) closeDisputeLocked(dp *dispute, status string) *apiError {
 }
 
 func (e *Emulator) getDispute(c *call) ([]byte, *apiError) {
-	e.lock()
-	defer e.mu.Unlock()
-	id := c.r.PathValue("id")
-	dp, ok := e.disputes[id]
-	if !ok {
-		return nil, noSuch("dispute", id, "id")
-	}
-	return e.render(dp, c.expand())
+	return retrieve(e, c, "dispute", func() map[string]*dispute { return e.disputes })
 }
