@@ -32,7 +32,9 @@ const usage = `usage:
   kubectl paytoview refund PURCHASE --reason TEXT [--by NAME] [-n NAMESPACE]
   kubectl paytoview send-webhook --url URL --secret whsec_... --file EVENT.json
   kubectl paytoview send-webhook --url URL --secret whsec_... --purchase PURCHASE --type EVENT_TYPE [-n NAMESPACE]
-    EVENT_TYPE: checkout.session.completed, checkout.session.expired or charge.refunded`
+    EVENT_TYPE: checkout.session.completed, checkout.session.expired or charge.refunded
+  kubectl paytoview backup [-n NAMESPACE] > backup.yaml
+  kubectl paytoview restore -f backup.yaml [-n NAMESPACE]    (with the operator scaled to 0)`
 
 func run(ctx context.Context, args []string, out io.Writer, connect connectFunc) error {
 	if len(args) == 0 {
@@ -81,6 +83,33 @@ func run(ctx context.Context, args []string, out io.Writer, connect connectFunc)
 			return err
 		}
 		return requestRefund(ctx, c, ns, fs.Arg(0), *reason, *by, out)
+	case "backup":
+		if err := parse(fs, args, 0); err != nil {
+			return err
+		}
+		c, ns, err := connect(*namespace)
+		if err != nil {
+			return err
+		}
+		return backup(ctx, c, ns, out)
+	case "restore":
+		file := fs.String("f", "", "backup file written by 'kubectl paytoview backup'")
+		if err := parse(fs, args, 0); err != nil {
+			return err
+		}
+		if *file == "" {
+			return errors.New("restore: -f FILE is required")
+		}
+		f, err := os.Open(*file)
+		if err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+		defer f.Close()
+		c, ns, err := connect(*namespace)
+		if err != nil {
+			return err
+		}
+		return restore(ctx, c, ns, f, out)
 	case "send-webhook":
 		url := fs.String("url", "", "webhook endpoint, e.g. https://api.example.com/client/v1/webhooks/stripe")
 		secret := fs.String("secret", os.Getenv("STRIPE_WEBHOOK_SECRET"), "endpoint signing secret (whsec_...); default $STRIPE_WEBHOOK_SECRET")

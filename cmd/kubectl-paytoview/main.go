@@ -1,11 +1,14 @@
 // Command kubectl-paytoview is a kubectl plugin for support staff and
 // operators: list a user's purchases, tell one purchase's story, request a
-// refund, and send a correctly signed test webhook to an endpoint.
+// refund, send a correctly signed test webhook to an endpoint, and back up
+// and restore Products, Customers and Purchases with their status.
 //
 //	kubectl paytoview purchases --user USER [--entity ENTITY]
 //	kubectl paytoview describe PURCHASE
 //	kubectl paytoview refund PURCHASE --reason TEXT [--by NAME]
 //	kubectl paytoview send-webhook --url URL --secret whsec_... (--file EVENT.json | --purchase PURCHASE --type EVENT_TYPE)
+//	kubectl paytoview backup > backup.yaml
+//	kubectl paytoview restore -f backup.yaml
 package main
 
 import (
