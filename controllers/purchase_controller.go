@@ -417,7 +417,6 @@ func (r *PurchaseReconciler) reconcileCheckoutSession(ctx context.Context, s *pu
 	s.setReady(metav1.ConditionTrue, lifecycle.ReasonCheckoutSessionOpen,
 		fmt.Sprintf("checkout session %s is open until %s", sess.ID, p.Status.CheckoutSessionExpiresAt.UTC().Format(time.RFC3339)))
 	s.event(corev1.EventTypeNormal, eventReasonCheckoutSessionCreated, "checkout session %s created", sess.ID)
-	purchaseSessionReady.Observe(max(s.now.Sub(p.CreationTimestamp.Time), 0).Seconds())
 	ctrl.LoggerFrom(ctx).V(1).Info("created checkout session", "session", sess.ID)
 	return ctrl.Result{}, nil
 }
@@ -960,6 +959,11 @@ func (r *PurchaseReconciler) commit(ctx context.Context, s *purchaseScope) error
 		if err := r.Client.Status().Patch(ctx, s.p, client.MergeFromWithOptions(s.base, client.MergeFromWithOptimisticLock{})); err != nil {
 			return fmt.Errorf("patching status of Purchase %s: %w", klog.KObj(s.p), err)
 		}
+	}
+	if s.base.Status.CheckoutSessionID == "" && s.p.Status.CheckoutSessionID != "" {
+		// Observed once the session is on record: a reconcile that lost the
+		// write and replays the same session must not count it again.
+		purchaseSessionReady.Observe(max(s.now.Sub(s.p.CreationTimestamp.Time), 0).Seconds())
 	}
 	s.base = s.p.DeepCopy()
 	for _, e := range s.events {
