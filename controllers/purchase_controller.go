@@ -66,8 +66,21 @@ const (
 )
 
 // conflictRequeueDelay is how soon a purchase whose status write lost an
-// optimistic-lock race is reconciled again.
+// optimistic-lock race, or whose cached copy was stale, is reconciled again.
 const conflictRequeueDelay = 100 * time.Millisecond
+
+// stale reports whether p is older than the Purchase in the apiserver.
+func (r *PurchaseReconciler) stale(ctx context.Context, p *v1alpha1.Purchase) (bool, error) {
+	reader := r.APIReader
+	if reader == nil {
+		reader = r.Client
+	}
+	latest := &v1alpha1.Purchase{}
+	if err := reader.Get(ctx, client.ObjectKeyFromObject(p), latest); err != nil {
+		return false, fmt.Errorf("reading Purchase %s before creating its session: %w", klog.KObj(p), err)
+	}
+	return latest.ResourceVersion != p.ResourceVersion, nil
+}
 
 // A checkout session is created with an expires_at sessionCreateWindow
 // beyond its lifetime (SessionTTL). The persisted expires_at (and with it
@@ -122,9 +135,13 @@ type PurchaseStripe interface {
 type PurchaseReconciler struct {
 	// Client should read from the manager's cache (field indexes of
 	// internal/index are required).
-	Client   client.Client
-	Stripe   PurchaseStripe
-	Recorder events.EventRecorder
+	Client client.Client
+	// APIReader reads from the apiserver, not the cache (mgr.GetAPIReader()):
+	// a Purchase is read through it right before its session is created in
+	// Stripe. Nil falls back to Client.
+	APIReader client.Reader
+	Stripe    PurchaseStripe
+	Recorder  events.EventRecorder
 	// Clock is the time source; nil means the wall clock.
 	Clock clock.PassiveClock
 
@@ -368,6 +385,13 @@ func (r *PurchaseReconciler) reconcileCheckoutSession(ctx context.Context, s *pu
 		if err := r.commit(ctx, s); err != nil {
 			return ctrl.Result{}, err
 		}
+	}
+	// Creating in Stripe cannot be undone, so it is done only from the
+	// latest Purchase: a reconcile working from a stale cached copy would
+	// send an expiry (and so an idempotency key) that another reconcile
+	// has since replaced, and Stripe would make a second session.
+	if stale, err := r.stale(ctx, p); err != nil || stale {
+		return ctrl.Result{RequeueAfter: conflictRequeueDelay}, err
 	}
 	sess, err := r.Stripe.CreateCheckoutSession(ctx, sessionParams(p))
 	switch {

@@ -150,7 +150,7 @@ func (h *purchaseHarness) start() {
 		if err := cr.SetupWithManager(mgr); err != nil {
 			return err
 		}
-		r := &PurchaseReconciler{Client: mgr.GetClient(), Stripe: h.faulty, Recorder: h.events, Clock: h.clock}
+		r := &PurchaseReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Stripe: h.faulty, Recorder: h.events, Clock: h.clock}
 		if h.tweak != nil {
 			h.tweak(r)
 		}

@@ -22,7 +22,7 @@ func setupControllers(h *harness, purchases bool) error {
 		return nil
 	}
 	return (&controllers.PurchaseReconciler{
-		Client: h.mgr.GetClient(), Stripe: h.stripe, Recorder: h.mgr.GetEventRecorder("purchase"),
+		Client: h.mgr.GetClient(), APIReader: h.mgr.GetAPIReader(), Stripe: h.stripe, Recorder: h.mgr.GetEventRecorder("purchase"),
 		Clock: h.clock,
 	}).SetupWithManager(h.mgr)
 }

@@ -102,7 +102,7 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 		return fmt.Errorf("setting up the Customer controller: %w", err)
 	}
 	if err := (&controllers.PurchaseReconciler{
-		Client: mgr.GetClient(), Stripe: stripeClient, Recorder: mgr.GetEventRecorder("purchase-controller"),
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Stripe: stripeClient, Recorder: mgr.GetEventRecorder("purchase-controller"),
 		SessionTTL: cfg.CheckoutSessionTTL, RetentionTerminal: cfg.RetentionTerminal,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Purchase controller: %w", err)
