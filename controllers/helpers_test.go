@@ -5,11 +5,9 @@ import (
 	"errors"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr/funcr"
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +23,7 @@ import (
 	"github.com/md-platform/paytoview-operator/api/v1alpha1"
 	"github.com/md-platform/paytoview-operator/internal/stripe"
 	"github.com/md-platform/paytoview-operator/internal/stripe/emulator"
+	"github.com/md-platform/paytoview-operator/internal/testenv"
 )
 
 // Generic helpers for the controllers' envtest tests. Names are generic on
@@ -72,13 +71,12 @@ func testContext(t testing.TB) context.Context {
 // function is called, e.g. to simulate an operator restart.
 func startManager(t testing.TB, ns string, setup func(mgr ctrl.Manager) error) (mgr ctrl.Manager, stop func()) {
 	t.Helper()
-	logs := &testWriter{t: t}
-	// Registered first, so it runs last: after the manager has stopped,
-	// stray log lines must not reach a finished test.
-	t.Cleanup(logs.close)
+	// Created first, so its cleanup runs last: after the manager has
+	// stopped, stray log lines must not reach a finished test.
+	logger := testenv.Logger(t)
 	mgr, err := ctrl.NewManager(testEnv.Config, ctrl.Options{
 		Scheme:                 testEnv.Scheme,
-		Logger:                 funcr.New(logs.log, funcr.Options{Verbosity: 1}),
+		Logger:                 logger,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
@@ -112,28 +110,6 @@ func startManager(t testing.TB, ns string, setup func(mgr ctrl.Manager) error) (
 	}
 	t.Cleanup(stop)
 	return mgr, stop
-}
-
-// testWriter sends manager logs to the test log, so they show up only for
-// failing tests (or with -v).
-type testWriter struct {
-	mu     sync.Mutex
-	t      testing.TB
-	closed bool
-}
-
-func (w *testWriter) log(prefix, args string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.closed {
-		w.t.Log(prefix, args)
-	}
-}
-
-func (w *testWriter) close() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.closed = true
 }
 
 // getObject reads obj (by its namespace and name) from the test apiserver,

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/funcr"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
@@ -118,9 +117,7 @@ func newHarness(t testing.TB, cfg harnessConfig) *harness {
 	requireEnv(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	logs := &testLog{t: t}
-	t.Cleanup(logs.close)
-	logger := funcr.New(logs.log, funcr.Options{Verbosity: 1})
+	logger := testenv.Logger(t)
 	if cfg.quiet {
 		logger = logr.Discard()
 	}
@@ -215,27 +212,6 @@ func newHarness(t testing.TB, cfg harnessConfig) *harness {
 		t.Fatalf("cache did not sync")
 	}
 	return h
-}
-
-// testLog sends logs to the test log, only while the test runs.
-type testLog struct {
-	mu     sync.Mutex
-	t      testing.TB
-	closed bool
-}
-
-func (w *testLog) log(prefix, args string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.closed {
-		w.t.Log(prefix, args)
-	}
-}
-
-func (w *testLog) close() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.closed = true
 }
 
 // eventually polls cond until true, failing with msg after waitTimeout. It
