@@ -7,10 +7,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"strings"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // EnvPrefix starts the environment variable twin of every flag: the flag
@@ -33,6 +36,13 @@ type Config struct {
 	PendingReuseWindow   time.Duration
 	CreateTimeout        time.Duration
 	RetentionTerminal    time.Duration
+
+	// CreateRatePerMinute and CreateBurst are each user's token bucket for
+	// creating purchases; 0 purchases a minute disables the limit.
+	CreateRatePerMinute float64
+	CreateBurst         int
+	// MaxPendingPerUser caps each user's unpaid purchases; 0 disables the cap.
+	MaxPendingPerUser int
 
 	AuthHS256SecretFile string
 	AuthJWKSURL         string
@@ -63,6 +73,9 @@ func DefaultConfig() Config {
 		PendingReuseWindow:     5 * time.Minute,
 		CreateTimeout:          10 * time.Second,
 		RetentionTerminal:      168 * time.Hour,
+		CreateRatePerMinute:    10,
+		CreateBurst:            5,
+		MaxPendingPerUser:      10,
 		AuthAdminClaim:         "roles",
 		AuthAdminRole:          "admin",
 	}
@@ -105,6 +118,9 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PendingReuseWindow, "pending-reuse-window", c.PendingReuseWindow, "a pending purchase younger than this is reused instead of creating a new one")
 	fs.DurationVar(&c.CreateTimeout, "create-timeout", c.CreateTimeout, "how long POST /purchases waits for the checkout session before answering 503")
 	fs.DurationVar(&c.RetentionTerminal, "retention-terminal", c.RetentionTerminal, "how long Canceled and Failed purchases are kept before deletion")
+	fs.Float64Var(&c.CreateRatePerMinute, "create-rate-per-minute", c.CreateRatePerMinute, "purchases one user may create a minute, sustained, before POST /purchases answers 429 with Retry-After; 0 disables the limit")
+	fs.IntVar(&c.CreateBurst, "create-burst", c.CreateBurst, "purchases one user may create at once before --create-rate-per-minute applies (at least 1 while the rate limit is on)")
+	fs.IntVar(&c.MaxPendingPerUser, "max-pending-per-user", c.MaxPendingPerUser, "unpaid (Pending) purchases one user may have open before POST /purchases answers 429; 0 disables the cap")
 	fs.StringVar(&c.AuthHS256SecretFile, "auth-hs256-secret-file", c.AuthHS256SecretFile, "file holding the shared HS256 JWT secret (development and tests)")
 	fs.StringVar(&c.AuthJWKSURL, "auth-jwks-url", c.AuthJWKSURL, "JWKS URL of the identity provider (RS256/ES256 tokens)")
 	fs.StringVar(&c.AuthOIDCIssuer, "auth-oidc-issuer", c.AuthOIDCIssuer, "OIDC issuer URL; its discovery document names the JWKS")
@@ -188,6 +204,15 @@ func (c *Config) Validate() error {
 	if c.RetentionTerminal <= 0 {
 		add("--retention-terminal must be positive")
 	}
+	switch {
+	case math.IsNaN(c.CreateRatePerMinute) || math.IsInf(c.CreateRatePerMinute, 0) || c.CreateRatePerMinute < 0:
+		add("--create-rate-per-minute=%v must be a finite number of purchases a minute, at least 0 (0 disables the limit)", c.CreateRatePerMinute)
+	case c.CreateRatePerMinute > 0 && c.CreateBurst < 1:
+		add("--create-burst=%d must be at least 1 while --create-rate-per-minute is set, or no purchase could ever be created", c.CreateBurst)
+	}
+	if c.MaxPendingPerUser < 0 {
+		add("--max-pending-per-user=%d must be at least 0 (0 disables the cap)", c.MaxPendingPerUser)
+	}
 	auth := 0
 	for _, v := range []string{c.AuthHS256SecretFile, c.AuthJWKSURL, c.AuthOIDCIssuer} {
 		if v != "" {
@@ -232,6 +257,21 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// createLimits are the webhookserver options for the abuse limits: the rate
+// per second (rate.Inf when disabled), the burst, and the cap on Pending
+// purchases (math.MaxInt when disabled).
+func (c *Config) createLimits() (createRate rate.Limit, createBurst, maxPending int) {
+	createRate, createBurst = rate.Inf, max(c.CreateBurst, 1)
+	if c.CreateRatePerMinute > 0 {
+		createRate = rate.Limit(c.CreateRatePerMinute / 60)
+	}
+	maxPending = c.MaxPendingPerUser
+	if maxPending == 0 {
+		maxPending = math.MaxInt
+	}
+	return createRate, createBurst, maxPending
 }
 
 func checkOrigin(o string) error {

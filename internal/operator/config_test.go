@@ -2,11 +2,17 @@ package operator
 
 import (
 	"flag"
+	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/md-platform/paytoview-operator/webhookserver"
 )
 
 func parse(t *testing.T, args []string, env map[string]string) (Config, error) {
@@ -111,6 +117,14 @@ func TestConfig_RejectsMissingAndContradictorySettings(t *testing.T) {
 			e["STRIPE_SECRET_KEY_FILE"] = "/nonexistent/key"
 		}, "reading STRIPE_SECRET_KEY_FILE"},
 		{"bad duration in env", nil, func(e map[string]string) { e["PAYTOVIEW_CREATE_TIMEOUT"] = "soon" }, "PAYTOVIEW_CREATE_TIMEOUT"},
+		{"negative create rate", []string{"--create-rate-per-minute=-1"}, nil, "--create-rate-per-minute=-1 must be a finite number"},
+		{"NaN create rate", []string{"--create-rate-per-minute=NaN"}, nil, "--create-rate-per-minute=NaN must be a finite number"},
+		{"infinite create rate", []string{"--create-rate-per-minute=+Inf"}, nil, "(0 disables the limit)"},
+		{"create rate not a number in env", nil, func(e map[string]string) { e["PAYTOVIEW_CREATE_RATE_PER_MINUTE"] = "lots" }, "PAYTOVIEW_CREATE_RATE_PER_MINUTE"},
+		{"zero burst with a rate", []string{"--create-burst=0"}, nil, "--create-burst=0 must be at least 1"},
+		{"negative burst in env", nil, func(e map[string]string) { e["PAYTOVIEW_CREATE_BURST"] = "-3" }, "--create-burst=-3 must be at least 1"},
+		{"negative pending cap", []string{"--max-pending-per-user=-1"}, nil, "--max-pending-per-user=-1 must be at least 0"},
+		{"pending cap not an integer in env", nil, func(e map[string]string) { e["PAYTOVIEW_MAX_PENDING_PER_USER"] = "2.5" }, "PAYTOVIEW_MAX_PENDING_PER_USER"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -121,6 +135,44 @@ func TestConfig_RejectsMissingAndContradictorySettings(t *testing.T) {
 			_, err := parse(t, c.args, env)
 			if err == nil || !strings.Contains(err.Error(), c.wantIn) {
 				t.Fatalf("error = %v, want one mentioning %q", err, c.wantIn)
+			}
+		})
+	}
+}
+
+func TestConfig_AbuseLimitsReachTheServerOptions(t *testing.T) {
+	cases := []struct {
+		name        string
+		args        []string
+		env         map[string]string
+		wantRate    rate.Limit
+		wantBurst   int
+		wantPending int
+	}{
+		{"defaults are the server's", nil, nil, webhookserver.DefaultCreateRate, webhookserver.DefaultCreateBurst, webhookserver.DefaultMaxPendingPerUser},
+		{"flags", []string{"--create-rate-per-minute=30", "--create-burst=2", "--max-pending-per-user=3"}, nil, rate.Limit(0.5), 2, 3},
+		{"environment twins", nil, map[string]string{
+			"PAYTOVIEW_CREATE_RATE_PER_MINUTE": "1.5", "PAYTOVIEW_CREATE_BURST": "7", "PAYTOVIEW_MAX_PENDING_PER_USER": "1",
+		}, rate.Limit(0.025), 7, 1},
+		{"flags win over the environment", []string{"--create-burst=9"}, map[string]string{"PAYTOVIEW_CREATE_BURST": "1"},
+			webhookserver.DefaultCreateRate, 9, webhookserver.DefaultMaxPendingPerUser},
+		{"zero rate disables the rate limit, whatever the burst", []string{"--create-rate-per-minute=0", "--create-burst=0"}, nil,
+			rate.Inf, 1, webhookserver.DefaultMaxPendingPerUser},
+		{"zero cap disables the pending cap", []string{"--max-pending-per-user=0"}, nil,
+			webhookserver.DefaultCreateRate, webhookserver.DefaultCreateBurst, math.MaxInt},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			env := minimalEnv(t)
+			maps.Copy(env, c.env)
+			cfg, err := parse(t, c.args, env)
+			if err != nil {
+				t.Fatalf("rejected: %v", err)
+			}
+			gotRate, gotBurst, gotPending := cfg.createLimits()
+			if math.Abs(float64(gotRate-c.wantRate)) > 1e-12 || gotBurst != c.wantBurst || gotPending != c.wantPending {
+				t.Errorf("limits = rate %v burst %d pending %d, want rate %v burst %d pending %d",
+					gotRate, gotBurst, gotPending, c.wantRate, c.wantBurst, c.wantPending)
 			}
 		})
 	}

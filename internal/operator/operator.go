@@ -108,6 +108,7 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 		return fmt.Errorf("setting up the Purchase controller: %w", err)
 	}
 
+	createRate, createBurst, maxPending := cfg.createLimits()
 	server, err := webhookserver.New(webhookserver.Options{
 		Addr:                 cfg.APIBindAddress,
 		Namespace:            cfg.PurchaseNamespace,
@@ -120,6 +121,9 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 		CORSAllowedOrigins:   cfg.CORSAllowedOrigins,
 		PendingReuseWindow:   cfg.PendingReuseWindow,
 		CreateTimeout:        cfg.CreateTimeout,
+		CreateRate:           createRate,
+		CreateBurst:          createBurst,
+		MaxPendingPerUser:    maxPending,
 		Logger:               log.WithName("api"),
 		Recorder:             mgr.GetEventRecorder("paytoview-api"),
 	})
