@@ -249,7 +249,7 @@ func (s *Server) adminListPurchases(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	page, pageSize, apiErr := parsePaging(q)
+	lq, apiErr := parseListQuery(q)
 	if apiErr != nil {
 		writeError(w, apiErr)
 		return
@@ -307,7 +307,7 @@ func (s *Server) adminListPurchases(w http.ResponseWriter, r *http.Request) {
 	}
 	newestFirst(matched)
 	now := s.opts.Clock.Now()
-	sel := pageOf(matched, page, pageSize)
+	sel, next := paginate(matched, lq)
 	items := make([]adminPurchaseItem, len(sel))
 	for i, p := range sel {
 		items[i] = adminPurchaseItem{
@@ -319,7 +319,8 @@ func (s *Server) adminListPurchases(w http.ResponseWriter, r *http.Request) {
 			RefundRequested:       p.Spec.Refund != nil,
 		}
 	}
-	writeJSON(w, http.StatusOK, purchasePage[adminPurchaseItem]{Items: items, Page: page, PageSize: pageSize, TotalCount: len(matched)})
+	writeJSON(w, http.StatusOK, purchasePage[adminPurchaseItem]{Items: items, Page: lq.page, PageSize: lq.pageSize,
+		TotalCount: len(matched), NextCursor: next})
 }
 
 func validPhase(s string) bool {

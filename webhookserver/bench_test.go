@@ -50,7 +50,7 @@ func BenchmarkListPurchases(b *testing.B) {
 				b.ReportAllocs()
 				var size int
 				for b.Loop() {
-					out, err := json.Marshal(s.clientPage(all, 1, pageSize))
+					out, err := json.Marshal(s.clientPage(all, listQuery{page: 1, pageSize: pageSize}))
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -65,7 +65,7 @@ func BenchmarkListPurchases(b *testing.B) {
 // BenchmarkEncodePage is the JSON encoding of one page alone.
 func BenchmarkEncodePage(b *testing.B) {
 	s := &Server{opts: Options{Clock: clock.RealClock{}}}
-	page := s.clientPage(benchPurchases(100), 1, 100)
+	page := s.clientPage(benchPurchases(100), listQuery{page: 1, pageSize: 100})
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := json.Marshal(page); err != nil {

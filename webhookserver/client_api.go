@@ -3,6 +3,7 @@ package webhookserver
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -769,12 +770,14 @@ type purchaseItem struct {
 	HasAccess          bool       `json:"hasAccess"`
 }
 
-// purchasePage is a page of purchases.
+// purchasePage is a page of purchases. NextCursor continues the listing
+// after the page's last item; it is absent on the last page.
 type purchasePage[T any] struct {
-	Items      []T `json:"items"`
-	Page       int `json:"page"`
-	PageSize   int `json:"pageSize"`
-	TotalCount int `json:"totalCount"`
+	Items      []T    `json:"items"`
+	Page       int    `json:"page"`
+	PageSize   int    `json:"pageSize"`
+	TotalCount int    `json:"totalCount"`
+	NextCursor string `json:"nextCursor,omitempty"`
 }
 
 func utcTime(t *metav1.Time) *time.Time {
@@ -807,6 +810,119 @@ const (
 	defaultPageSize = 10
 	maxPageSize     = 100
 )
+
+// listQuery is the paging of a list request: a page number, or a cursor
+// handed out with an earlier page.
+type listQuery struct {
+	// page is 1-based; 0 when the request has a cursor.
+	page     int
+	pageSize int
+	// after is the last item the client has seen, from the cursor.
+	after *listKey
+}
+
+// listKey is a purchase's place in the newest-first order of the lists.
+type listKey struct {
+	created time.Time
+	name    string
+}
+
+func keyOf(p *v1alpha1.Purchase) listKey {
+	return listKey{created: p.CreationTimestamp.Time, name: p.Name}
+}
+
+// compareNewestFirst orders list keys newest first; names break ties.
+func compareNewestFirst(a, b listKey) int {
+	if c := b.created.Compare(a.created); c != 0 {
+		return c
+	}
+	return strings.Compare(b.name, a.name)
+}
+
+// maxCursorLen bounds the cursor parameter before it is decoded; cursors
+// the API hands out are well under it.
+const maxCursorLen = 128
+
+// encodeCursor is the opaque cursor of the listing after k.
+func encodeCursor(k listKey) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(k.created.UnixNano(), 10) + ":" + k.name))
+}
+
+// decodeCursor reads a cursor encodeCursor made; anything else is a 400.
+func decodeCursor(c string) (listKey, *apiError) {
+	bad := newError(http.StatusBadRequest, CodeInvalidField, "cursor is not one the API handed out; start again without it")
+	if c == "" || len(c) > maxCursorLen {
+		return listKey{}, bad
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return listKey{}, bad
+	}
+	nanos, name, ok := strings.Cut(string(raw), ":")
+	if !ok || !validPurchaseID(name) {
+		return listKey{}, bad
+	}
+	n, err := strconv.ParseInt(nanos, 10, 64)
+	if err != nil {
+		return listKey{}, bad
+	}
+	k := listKey{created: time.Unix(0, n).UTC(), name: name}
+	// Only the one spelling the API hands out: no second encoding of a key.
+	if encodeCursor(k) != c {
+		return listKey{}, bad
+	}
+	return k, nil
+}
+
+// parseListQuery reads the paging of a list request: page and pageSize as
+// parsePaging does, or cursor (a nextCursor of an earlier page) and
+// pageSize. A cursor with a page is a 400.
+func parseListQuery(q url.Values) (listQuery, *apiError) {
+	page, pageSize, apiErr := parsePaging(q)
+	if apiErr != nil {
+		return listQuery{}, apiErr
+	}
+	cursor, apiErr := singleParam(q, "cursor")
+	if apiErr != nil {
+		return listQuery{}, apiErr
+	}
+	if _, given := q["cursor"]; !given {
+		return listQuery{page: page, pageSize: pageSize}, nil
+	}
+	if _, given := q["page"]; given {
+		return listQuery{}, newError(http.StatusBadRequest, CodeInvalidField, "give either page or cursor, not both")
+	}
+	after, apiErr := decodeCursor(cursor)
+	if apiErr != nil {
+		return listQuery{}, apiErr
+	}
+	return listQuery{pageSize: pageSize, after: &after}, nil
+}
+
+// paginate cuts the page lq asks for out of items sorted newest first, and
+// says how to continue after it. A cursor continues after the item it
+// names, whatever was created or deleted meanwhile: purchases created since
+// are newer and never show up, so no item is listed twice or skipped, as
+// they would be by page numbers over a list that grew at its head.
+func paginate(items []*v1alpha1.Purchase, lq listQuery) (sel []*v1alpha1.Purchase, nextCursor string) {
+	start := (lq.page - 1) * lq.pageSize
+	if lq.after != nil {
+		start, _ = slices.BinarySearchFunc(items, *lq.after, func(p *v1alpha1.Purchase, k listKey) int {
+			if compareNewestFirst(keyOf(p), k) <= 0 {
+				return -1
+			}
+			return 1
+		})
+	}
+	if start >= len(items) {
+		return items[:0], ""
+	}
+	end := min(start+lq.pageSize, len(items))
+	if end < len(items) {
+		nextCursor = encodeCursor(keyOf(items[end-1]))
+	}
+	return items[start:end], nextCursor
+}
 
 // parsePaging reads page (>= 1, default 1) and pageSize (1..100, default
 // 10). A repeated, non-numeric or out-of-range value is a 400.
@@ -856,20 +972,8 @@ func singleParam(q url.Values, name string) (string, *apiError) {
 // ties so pages are stable.
 func newestFirst(items []*v1alpha1.Purchase) {
 	slices.SortFunc(items, func(a, b *v1alpha1.Purchase) int {
-		if c := b.CreationTimestamp.Compare(a.CreationTimestamp.Time); c != 0 {
-			return c
-		}
-		return strings.Compare(b.Name, a.Name)
+		return compareNewestFirst(keyOf(a), keyOf(b))
 	})
-}
-
-// pageOf is the slice of sorted items on page (1-based) of pageSize.
-func pageOf[T any](items []T, page, pageSize int) []T {
-	start := (page - 1) * pageSize
-	if start >= len(items) {
-		return items[:0]
-	}
-	return items[start:min(start+pageSize, len(items))]
 }
 
 // listPurchases serves GET /client/v1/pay-to-view/purchases: the caller's
@@ -879,7 +983,7 @@ func (s *Server) listPurchases(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	page, pageSize, apiErr := parsePaging(r.URL.Query())
+	lq, apiErr := parseListQuery(r.URL.Query())
 	if apiErr != nil {
 		writeError(w, apiErr)
 		return
@@ -889,22 +993,22 @@ func (s *Server) listPurchases(w http.ResponseWriter, r *http.Request) {
 		writeError(w, unavailableError(logr.FromContextOrDiscard(r.Context()), err, "could not read purchases"))
 		return
 	}
-	writeJSON(w, http.StatusOK, s.clientPage(all, page, pageSize))
+	writeJSON(w, http.StatusOK, s.clientPage(all, lq))
 }
 
-func (s *Server) clientPage(all []v1alpha1.Purchase, page, pageSize int) purchasePage[purchaseItem] {
+func (s *Server) clientPage(all []v1alpha1.Purchase, lq listQuery) purchasePage[purchaseItem] {
 	ptrs := make([]*v1alpha1.Purchase, len(all))
 	for i := range all {
 		ptrs[i] = &all[i]
 	}
 	newestFirst(ptrs)
 	now := s.opts.Clock.Now()
-	sel := pageOf(ptrs, page, pageSize)
+	sel, next := paginate(ptrs, lq)
 	items := make([]purchaseItem, len(sel))
 	for i, p := range sel {
 		items[i] = itemOf(p, now)
 	}
-	return purchasePage[purchaseItem]{Items: items, Page: page, PageSize: pageSize, TotalCount: len(all)}
+	return purchasePage[purchaseItem]{Items: items, Page: lq.page, PageSize: lq.pageSize, TotalCount: len(all), NextCursor: next}
 }
 
 // validPurchaseID is whether id could be a Purchase name at all.

@@ -1,6 +1,7 @@
 package webhookserver
 
 import (
+	"encoding/base64"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -255,7 +256,7 @@ func TestClientPage_TenThousandPurchasesPageCorrectly(t *testing.T) {
 	seen := map[string]bool{}
 	var last time.Time
 	for page := 1; ; page++ {
-		p := s.clientPage(all, page, maxPageSize)
+		p := s.clientPage(all, listQuery{page: page, pageSize: maxPageSize})
 		if p.TotalCount != 10000 || p.Page != page || p.PageSize != maxPageSize {
 			t.Fatalf("page %d: total %d page %d size %d", page, p.TotalCount, p.Page, p.PageSize)
 		}
@@ -278,5 +279,45 @@ func TestClientPage_TenThousandPurchasesPageCorrectly(t *testing.T) {
 	}
 	if len(seen) != 10000 {
 		t.Fatalf("%d purchases listed, want 10000", len(seen))
+	}
+}
+
+func TestParseListQuery_CursorOrPage(t *testing.T) {
+	key := listKey{created: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC), name: "ptv-0000000001"}
+	cursor := encodeCursor(key)
+	tests := []struct {
+		query        string
+		want         listQuery
+		wantRejected bool
+	}{
+		{"", listQuery{page: 1, pageSize: 10}, false},
+		{"page=4&pageSize=7", listQuery{page: 4, pageSize: 7}, false},
+		{"cursor=" + cursor, listQuery{pageSize: 10, after: &key}, false},
+		{"pageSize=100&cursor=" + cursor, listQuery{pageSize: 100, after: &key}, false},
+		{"page=1&cursor=" + cursor, listQuery{}, true},
+		{"cursor=" + cursor + "&cursor=" + cursor, listQuery{}, true},
+		{"cursor=", listQuery{}, true},
+		{"cursor=" + cursor + "%3D", listQuery{}, true},                                                    // padded
+		{"cursor=" + base64.RawURLEncoding.EncodeToString([]byte("01:ptv-0000000001")), listQuery{}, true}, // another spelling of a key
+		{"cursor=" + base64.RawURLEncoding.EncodeToString([]byte("1:secrets")), listQuery{}, true},         // not a purchase name
+		{"cursor=" + base64.RawURLEncoding.EncodeToString([]byte("ptv-0000000001")), listQuery{}, true},
+		{"pageSize=0&cursor=" + cursor, listQuery{}, true},
+	}
+	for _, tt := range tests {
+		q, err := url.ParseQuery(tt.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, apiErr := parseListQuery(q)
+		if tt.wantRejected {
+			if apiErr == nil || apiErr.status != http.StatusBadRequest || apiErr.code != CodeInvalidField {
+				t.Errorf("%q: got %+v, %v; want 400 %s", tt.query, got, apiErr, CodeInvalidField)
+			}
+			continue
+		}
+		if apiErr != nil || got.page != tt.want.page || got.pageSize != tt.want.pageSize || (got.after == nil) != (tt.want.after == nil) ||
+			got.after != nil && (!got.after.created.Equal(tt.want.after.created) || got.after.name != tt.want.after.name) {
+			t.Errorf("%q: got %+v (after %+v), %v; want %+v (after %+v)", tt.query, got, got.after, apiErr, tt.want, tt.want.after)
+		}
 	}
 }
