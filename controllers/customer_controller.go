@@ -94,6 +94,15 @@ func (r *CustomerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_
 // names one. A crash or a lost status write between Stripe's answer and the
 // status patch is covered by the idempotency key (Customer UID): the retry
 // gets the same customer back.
+//
+// A server error (5xx) from Stripe is different: Stripe saves it under the
+// key and replays it for 24 hours, so the create moves to a new key
+// (status.createAttempt), which the status patch records before any request
+// uses it. Only such an answer moves the key; after a timeout or a network
+// error the outcome is unknown and the same key is retried. A 5xx may still
+// have created a customer; the next key then creates a second one, which no
+// status, purchase or payment ever names: an orphan without charges, which
+// costs nothing.
 func (r *CustomerReconciler) reconcileStripeCustomer(ctx context.Context, c *v1alpha1.Customer) (ctrl.Result, error) {
 	if c.Status.StripeCustomerID != "" {
 		c.Status.ObservedGeneration = c.Generation
@@ -106,9 +115,13 @@ func (r *CustomerReconciler) reconcileStripeCustomer(ctx context.Context, c *v1a
 		// The generation is part of the key: a spec edit (email) after a
 		// failed create must not be replayed by Stripe as a mismatch.
 		OwnerUID: string(c.UID) + "@" + strconv.FormatInt(c.Generation, 10),
+		Attempt:  c.Status.CreateAttempt,
 		UserID:   c.Spec.UserID,
 		Email:    c.Spec.Email,
 	})
+	if stripe.IsKeySpent(err) {
+		c.Status.CreateAttempt++
+	}
 	switch {
 	case err == nil:
 		c.Status.StripeCustomerID = cus.ID

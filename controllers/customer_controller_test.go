@@ -149,7 +149,7 @@ func TestCustomer_OneStripeCustomerAcrossLostAnswersAndRestarts(t *testing.T) {
 	}
 	// Stripe creates the customer but its answer is lost: the retry must get
 	// the same customer back through the idempotency key, not a second one.
-	if _, err := em.AddFault(emulator.Fault{Operation: stripe.OpCreateCustomer, Status: 500, AfterProcessing: true, Count: 1}); err != nil {
+	if _, err := em.AddFault(emulator.Fault{Operation: stripe.OpCreateCustomer, Status: 502, Proxy: true, AfterProcessing: true, Count: 1}); err != nil {
 		t.Fatalf("adding fault: %v", err)
 	}
 	stop := start()

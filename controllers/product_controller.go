@@ -221,6 +221,7 @@ func (r *ProductReconciler) reconcileStripeProduct(ctx context.Context, p *v1alp
 	if id == "" {
 		prod, err := r.Stripe.CreateProduct(ctx, stripe.CreateProductParams{
 			OwnerUID:    string(p.UID),
+			Attempt:     p.Status.ProductCreateAttempt,
 			Name:        p.Spec.DisplayName,
 			Description: p.Spec.Description,
 			Metadata: map[string]string{
@@ -228,6 +229,14 @@ func (r *ProductReconciler) reconcileStripeProduct(ctx context.Context, p *v1alp
 				stripe.MetaEntityType: strconv.Itoa(naming.EntityTypeCode(p.Spec.EntityType)),
 			},
 		})
+		if stripe.IsKeySpent(err) {
+			// Stripe saved this 5xx under the key and would replay it for
+			// 24 hours: the next create uses the next key, which the
+			// status patch records before any request uses it. A product
+			// the 5xx created all the same is never named by the
+			// annotation or status, so it gets no price and sells nothing.
+			p.Status.ProductCreateAttempt++
+		}
 		if err != nil {
 			return fmt.Errorf("creating Stripe product: %w", err)
 		}
@@ -290,11 +299,18 @@ func (r *ProductReconciler) reconcilePrice(ctx context.Context, p *v1alpha1.Prod
 	price, err := r.Stripe.CreatePrice(ctx, stripe.CreatePriceParams{
 		OwnerUID:   string(p.UID),
 		Generation: p.Generation,
+		Attempt:    p.Status.PriceCreateAttempt,
 		ProductID:  p.Status.StripeProductID,
 		Amount:     want.Amount,
 		Currency:   want.Currency,
 		Metadata:   map[string]string{stripe.MetaProductID: p.Name},
 	})
+	if stripe.IsKeySpent(err) {
+		// As for the product: a new key after a saved 5xx. A price the 5xx
+		// created all the same is never recorded, so no purchase snapshots
+		// it and no checkout session charges it.
+		p.Status.PriceCreateAttempt++
+	}
 	if err != nil {
 		return fmt.Errorf("creating Stripe price: %w", err)
 	}

@@ -709,7 +709,7 @@ func TestProduct_LostStripeAnswersCreateNoDuplicates(t *testing.T) {
 	// Stripe creates the objects but the answers never arrive: the retries
 	// must get the same objects back through their idempotency keys.
 	for _, op := range []string{stripe.OpCreateProduct, stripe.OpCreatePrice} {
-		if _, err := h.em.AddFault(emulator.Fault{Operation: op, Status: 502, AfterProcessing: true, Count: 1}); err != nil {
+		if _, err := h.em.AddFault(emulator.Fault{Operation: op, Status: 502, Proxy: true, AfterProcessing: true, Count: 1}); err != nil {
 			t.Fatalf("adding fault: %v", err)
 		}
 	}

@@ -281,6 +281,7 @@ func (r *PurchaseReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		r.reconcileHealing,
 		r.reconcileDuplicatePayment,
 		r.reconcileRefund,
+		r.reconcileChargeCheck,
 		r.reconcileAccess,
 		r.reconcileRetention,
 	}
@@ -371,8 +372,10 @@ func (r *PurchaseReconciler) reconcileCustomer(ctx context.Context, s *purchaseS
 // Purchase UID keys the request's idempotency: if the operator crashes or
 // the status write fails after Stripe created the session, the retry sends
 // the same request and Stripe answers with the same session (and client
-// secret) instead of creating a second one. The client secret is written to
-// the Secret before status says Ready, so a reader that sees Ready finds it.
+// secret) instead of creating a second one. Only a 5xx, which Stripe saves
+// under the key and replays, moves expires_at (and so the key) on. The client
+// secret is written to the Secret before status says Ready, so a reader that
+// sees Ready finds it.
 func (r *PurchaseReconciler) reconcileCheckoutSession(ctx context.Context, s *purchaseScope) (ctrl.Result, error) {
 	p := s.p
 	if p.Status.Phase != v1alpha1.PurchasePending || p.Status.CheckoutSessionID != "" || p.Status.StripeCustomerID == "" {
@@ -420,6 +423,23 @@ func (r *PurchaseReconciler) reconcileCheckoutSession(ctx context.Context, s *pu
 		p.Status.CheckoutSessionExpiresAt = &next
 		return ctrl.Result{}, fmt.Errorf("creating checkout session: %w", err)
 	case stripe.IsRetryable(err):
+		if stripe.IsKeySpent(err) {
+			// Stripe saved this 5xx under the key and would replay it
+			// for 24 hours. A second later expires_at makes the next
+			// key; it is persisted (the deferred commit) before a create
+			// uses it, since creates go out only from the latest
+			// Purchase. The 5xx may have created a session all the
+			// same, and the next key then creates another one. That is
+			// harmless: a checkout session can only be paid through its
+			// client secret, which Stripe returns only in the create's
+			// answer, and this answer was the 5xx, so that secret never
+			// reached the Secret or the buyer. Only the session whose
+			// answer is recorded below (its secret in the Secret, its id
+			// in status) can be paid; the other stays open, unpaid, and
+			// expires at its expires_at.
+			next := metav1.NewTime(p.Status.CheckoutSessionExpiresAt.Add(time.Second))
+			p.Status.CheckoutSessionExpiresAt = &next
+		}
 		s.setReady(metav1.ConditionFalse, lifecycle.ReasonStripeUnavailable, "Stripe is unavailable, retrying: "+stripe.UserMessage(err))
 		return stripeRetry(ctx, fmt.Errorf("creating checkout session: %w", err))
 	case stripe.IsTerminal(err):
@@ -788,9 +808,10 @@ func (r *PurchaseReconciler) applySession(ctx context.Context, s *purchaseScope,
 }
 
 // reconcileRefund carries out spec.refund: a full refund of the
-// PaymentIntent, created once (idempotency key from the Purchase UID), then
-// read back until Stripe settles it. The outcome is applied with
-// lifecycle.ApplyRefund, as charge.refund.updated would be.
+// PaymentIntent, created once (idempotency key from the Purchase UID and
+// status.refundAttempt, which moves on only after a 5xx Stripe saved under
+// the key), then read back until Stripe settles it. The outcome is applied
+// with lifecycle.ApplyRefund, as charge.refund.updated would be.
 func (r *PurchaseReconciler) reconcileRefund(ctx context.Context, s *purchaseScope) (ctrl.Result, error) {
 	p := s.p
 	if p.Spec.Refund == nil || !p.Spec.Refund.Requested {
@@ -841,11 +862,28 @@ func (r *PurchaseReconciler) reconcileRefund(ctx context.Context, s *purchaseSco
 	}
 	re, err := r.Stripe.CreateRefund(ctx, stripe.CreateRefundParams{
 		OwnerUID:        string(p.UID),
+		Attempt:         p.Status.RefundAttempt,
 		PaymentIntentID: p.Status.ExternalTransactionID,
 		Metadata:        md,
 	})
+	if stripe.IsKeySpent(err) {
+		// Stripe saved this 5xx under the key and would replay it for
+		// 24 hours: the next create uses the next key, recorded by the
+		// commit at the end of this reconcile before any request uses it.
+		// If the 5xx refunded all the same, the next key cannot refund
+		// twice: Stripe refuses to refund more than the charge
+		// (charge_already_refunded, handled below).
+		p.Status.RefundAttempt++
+	}
 	switch {
 	case err == nil:
+	case alreadyRefunded(err):
+		// Someone refunded the charge already: an earlier attempt whose
+		// answer was a 5xx, or a refund in the Stripe dashboard. Whether it
+		// is refunded in full is the charge's to say.
+		s.setCondition(lifecycle.ConditionChargeCheck, metav1.ConditionTrue, reasonChargeAlreadyRefunded,
+			"Stripe says the charge is already refunded; reading the charge from Stripe")
+		return ctrl.Result{}, nil
 	case stripe.IsRetryable(err):
 		s.setCondition(v1alpha1.ConditionRefunded, metav1.ConditionFalse, lifecycle.ReasonRefundPending,
 			"Stripe is unavailable, retrying the refund: "+stripe.UserMessage(err))
@@ -875,6 +913,56 @@ func (r *PurchaseReconciler) reconcileRefund(ctx context.Context, s *purchaseSco
 		return err
 	})
 	return result, err
+}
+
+// reasonChargeAlreadyRefunded is the ChargeCheckRequested reason set when
+// Stripe refused the operator's refund because the charge was refunded
+// already.
+const reasonChargeAlreadyRefunded = "ChargeAlreadyRefunded"
+
+// alreadyRefunded reports whether Stripe refused a refund because nothing of
+// the charge is left to refund.
+func alreadyRefunded(err error) bool {
+	var se *stripe.Error
+	return errors.As(err, &se) && se.Code == "charge_already_refunded"
+}
+
+// reconcileChargeCheck reads the payment's charge from Stripe when lifecycle
+// (or a refused refund) asked for it with the ChargeCheckRequested
+// condition, because the refund events seen could not say how much is
+// refunded now. The charge read is applied with
+// lifecycle.ApplyCurrentCharge, which decides and removes the condition.
+func (r *PurchaseReconciler) reconcileChargeCheck(ctx context.Context, s *purchaseScope) (ctrl.Result, error) {
+	p := s.p
+	if !lifecycle.ChargeCheckRequested(p) {
+		return ctrl.Result{}, nil
+	}
+	if p.Status.ExternalTransactionID == "" {
+		meta.RemoveStatusCondition(&p.Status.Conditions, lifecycle.ConditionChargeCheck)
+		return ctrl.Result{}, nil
+	}
+	pi, err := r.Stripe.GetPaymentIntent(ctx, p.Status.ExternalTransactionID)
+	switch {
+	case err == nil:
+	case stripe.IsRetryable(err):
+		return stripeRetry(ctx, fmt.Errorf("reading payment intent %s to check its charge: %w", p.Status.ExternalTransactionID, err))
+	default:
+		return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("reading payment intent %s to check its charge: %w", p.Status.ExternalTransactionID, err))
+	}
+	if pi.LatestCharge == nil {
+		meta.RemoveStatusCondition(&p.Status.Conditions, lifecycle.ConditionChargeCheck)
+		return ctrl.Result{}, nil
+	}
+	ch := *pi.LatestCharge
+	if ch.PaymentIntentID == "" {
+		ch.PaymentIntentID = pi.ID
+	}
+	res, err := lifecycle.ApplyCurrentCharge(p, ch, s.now)
+	if err != nil {
+		return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("applying charge %s: %w", ch.ID, err))
+	}
+	s.apply(res)
+	return ctrl.Result{}, nil
 }
 
 func (r *PurchaseReconciler) applyRefund(ctx context.Context, s *purchaseScope, re stripe.Refund) (ctrl.Result, error) {
@@ -1017,8 +1105,15 @@ func (r *PurchaseReconciler) commitRetrying(ctx context.Context, s *purchaseScop
 			return err
 		}
 		s.events = s.events[:events]
+		// Read from the apiserver: the cache may not show the write that
+		// conflicted yet, and every retry from it would conflict again
+		// until the retries run out and Stripe's answer is lost.
+		reader := r.APIReader
+		if reader == nil {
+			reader = r.Client
+		}
 		latest := &v1alpha1.Purchase{}
-		if gerr := r.Client.Get(ctx, client.ObjectKeyFromObject(s.p), latest); gerr != nil {
+		if gerr := reader.Get(ctx, client.ObjectKeyFromObject(s.p), latest); gerr != nil {
 			return gerr
 		}
 		*s.p = *latest
@@ -1067,7 +1162,8 @@ func soonest(a, b ctrl.Result) ctrl.Result {
 
 // purchaseChanged lets through what the controller must act on: creation,
 // deletion, spec changes (generation), the recheck annotation, phase changes
-// made by others (the webhook receiver), and periodic resyncs (the
+// made by others (the webhook receiver), a charge check asked for by the
+// webhook receiver (lifecycle's ChargeCheckRequested), and periodic resyncs (the
 // level-triggered safety net). The controller's own condition-only status
 // writes do not wake it.
 func purchaseChanged() predicate.Predicate {
@@ -1082,7 +1178,8 @@ func purchaseChanged() predicate.Predicate {
 				o.Generation != n.Generation ||
 				o.DeletionTimestamp.IsZero() != n.DeletionTimestamp.IsZero() ||
 				o.Annotations[v1alpha1.AnnotationRecheckRequested] != n.Annotations[v1alpha1.AnnotationRecheckRequested] ||
-				o.Status.Phase != n.Status.Phase
+				o.Status.Phase != n.Status.Phase ||
+				(lifecycle.ChargeCheckRequested(n) && !lifecycle.ChargeCheckRequested(o))
 		},
 	}
 }

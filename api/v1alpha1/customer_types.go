@@ -26,6 +26,16 @@ type CustomerStatus struct {
 	// +optional
 	StripeCustomerID string `json:"stripeCustomerId,omitempty"`
 
+	// CreateAttempt counts the creates of the Stripe customer that Stripe
+	// answered with a server error (5xx). It is part of the create's
+	// idempotency key: Stripe replays a saved 5xx to the same key for 24
+	// hours, so each such answer moves the next create to a new key. It is
+	// recorded before the new key is used, so a restart reuses the key of a
+	// create whose outcome is unknown.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	CreateAttempt int32 `json:"createAttempt,omitempty"`
+
 	// Conditions: Ready is True once the Stripe customer exists.
 	// +optional
 	// +listType=map

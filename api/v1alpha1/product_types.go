@@ -75,6 +75,22 @@ type ProductStatus struct {
 	// +optional
 	Price *Price `json:"price,omitempty"`
 
+	// ProductCreateAttempt counts the creates of the Stripe product that
+	// Stripe answered with a server error (5xx). It is part of the create's
+	// idempotency key: Stripe replays a saved 5xx to the same key for 24
+	// hours, so each such answer moves the next create to a new key. It is
+	// recorded before the new key is used, so a restart reuses the key of a
+	// create whose outcome is unknown.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	ProductCreateAttempt int32 `json:"productCreateAttempt,omitempty"`
+
+	// PriceCreateAttempt is ProductCreateAttempt for the creates of the
+	// Stripe price.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	PriceCreateAttempt int32 `json:"priceCreateAttempt,omitempty"`
+
 	// Conditions: Ready is True when the Product can be sold.
 	// +optional
 	// +listType=map

@@ -164,6 +164,17 @@ type PurchaseStatus struct {
 	// +optional
 	StripeRefundStatus string `json:"stripeRefundStatus,omitempty"`
 
+	// RefundAttempt counts the creates of the refund that Stripe answered
+	// with a server error (5xx). It is part of the create's idempotency key:
+	// Stripe replays a saved 5xx to the same key for 24 hours, so each such
+	// answer moves the next create to a new key. It is recorded before the
+	// new key is used, so a restart reuses the key of a create whose outcome
+	// is unknown. A second refund cannot come of it: Stripe refuses to refund
+	// a charge beyond its amount (charge_already_refunded).
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	RefundAttempt int32 `json:"refundAttempt,omitempty"`
+
 	// RefundedAt is when the purchase was refunded in full.
 	// +optional
 	RefundedAt *metav1.Time `json:"refundedAt,omitempty"`

@@ -29,27 +29,66 @@ func disputeClosed(status string) bool {
 	return status == disputeWon || status == disputeLost || status == disputeWarningClosed
 }
 
-// ApplyCharge applies a Charge (charge.refunded, or the latest charge of a
-// PaymentIntent). Its amount_refunded is the charge's total refunded amount
-// and is authoritative: amountRefunded becomes it, up or down (a refund
-// that failed gives its amount back to the charge). Refunded in full
-// (refunded=true or amount_refunded >= amount): the purchase becomes
-// Refunded, whatever phase it was in, because money was taken and returned.
-// Partly refunded: the amount is recorded, the Refunded condition says
-// PartiallyRefunded, and access is kept. A charge never moves a purchase
-// out of Refunded: only a failed refund does (ApplyRefund).
+// ConditionChargeCheck is present (True) while the purchase waits for the
+// Purchase controller to read its payment's charge from Stripe, because the
+// refund events it got cannot say how much is refunded now. The controller
+// applies what it reads with ApplyCurrentCharge, which removes it.
+const ConditionChargeCheck = "ChargeCheckRequested"
+
+// Reasons of the ChargeCheckRequested condition.
+const (
+	// ReasonRefundEventAmbiguous: after a refund failed, a charge.refunded
+	// reported the charge refunded in full. It is either a newer refund (in
+	// the Stripe dashboard) or the failed refund's own event, delivered late:
+	// Stripe counts a refund in amount_refunded when it is created, and the
+	// event carries the charge as it was then.
+	ReasonRefundEventAmbiguous = "RefundEventAmbiguous"
+	// ReasonRefundFailureCounted: a refund failed whose amount was counted
+	// in the charge's total as last reported, which may have included other
+	// refunds since.
+	ReasonRefundFailureCounted = "RefundFailureCounted"
+)
+
+// ApplyCharge applies a Charge from an event (charge.refunded). Its
+// amount_refunded is the charge's total refunded amount when the event was
+// created: amountRefunded becomes it, up or down (a refund that failed gives
+// its amount back to the charge). Refunded in full (refunded=true or
+// amount_refunded >= amount): the purchase becomes Refunded, whatever phase
+// it was in, because money was taken and returned. Partly refunded: the
+// amount is recorded, the Refunded condition says PartiallyRefunded, and
+// access is kept. A charge never moves a purchase out of Refunded: only a
+// failed refund does (ApplyRefund).
 //
 // Stripe counts a refund in amount_refunded as soon as it is created, before
 // it succeeds, and a card refund can still fail. So when the operator has
 // created its own refund (status.stripeRefundId), the charge only updates
-// amountRefunded; the refund's own status (ApplyRefund) decides. When that
-// refund is known to have failed, a charge that reports no more than what is
-// already known refunded is the failed refund's echo and does not refund the
-// purchase either.
+// amountRefunded; the refund's own status (ApplyRefund) decides. Once a
+// refund is known to have failed, a charge reporting no more than what is
+// known refunded is the failed refund's echo and changes nothing, and one
+// reporting the charge refunded in full is not believed either: events
+// arrive in any order, and the failed refund's own charge.refunded, delivered
+// after the failure, looks exactly like a newer refund of the whole charge.
+// The purchase keeps its phase and access, and the ChargeCheckRequested
+// condition asks the controller to read the charge as it is now
+// (ApplyCurrentCharge), which decides.
 //
 // The charge must carry the purchase's PaymentIntent, or our metadata (which
 // Stripe copies from the PaymentIntent), otherwise ErrNotThisPurchase.
 func ApplyCharge(p *v1alpha1.Purchase, c stripe.Charge, now time.Time) (Result, error) {
+	return applyCharge(p, c, now, false)
+}
+
+// ApplyCurrentCharge applies a Charge the controller has just read from
+// Stripe (the PaymentIntent's latest charge). Its amount_refunded is the
+// charge as it is now, whatever events are still on their way, so it is
+// believed even after a refund failed: refunded in full makes the purchase
+// Refunded; otherwise it is applied as ApplyCharge would. The
+// ChargeCheckRequested condition is removed.
+func ApplyCurrentCharge(p *v1alpha1.Purchase, c stripe.Charge, now time.Time) (Result, error) {
+	return applyCharge(p, c, now, true)
+}
+
+func applyCharge(p *v1alpha1.Purchase, c stripe.Charge, now time.Time, current bool) (Result, error) {
 	if err := checkPayment(p, "charge "+c.ID, c.PaymentIntentID, c.Metadata); err != nil {
 		return Result{}, err
 	}
@@ -61,14 +100,19 @@ func ApplyCharge(p *v1alpha1.Purchase, c stripe.Charge, now time.Time) (Result, 
 	amount := c.AmountRefunded
 	full := c.Refunded || (c.Amount > 0 && c.AmountRefunded >= c.Amount)
 	ownRefundOpen := st.StripeRefundID != "" && !refundStatusFailed(st.StripeRefundStatus) && st.StripeRefundStatus != string(stripe.RefundSucceeded)
-	ownRefundFailed := st.StripeRefundID != "" && refundStatusFailed(st.StripeRefundStatus)
+	refundFailed := (st.StripeRefundID != "" && refundStatusFailed(st.StripeRefundStatus)) ||
+		conditionIs(p, v1alpha1.ConditionRefunded, metav1.ConditionFalse, ReasonRefundFailed, "")
 	switch {
 	case st.Phase == v1alpha1.PurchaseRefunded:
 		st.AmountRefunded = amount
 	case full && ownRefundOpen:
 		st.AmountRefunded = amount
-	case full && ownRefundFailed && amount <= st.AmountRefunded:
+	case full && !current && refundFailed && amount <= st.AmountRefunded:
 		// Nothing new: the failed refund's own charge.refunded.
+	case full && !current && refundFailed:
+		t.requestChargeCheck(ReasonRefundEventAmbiguous, fmt.Sprintf(
+			"charge %s was reported refunded %d of %d %s after a refund failed; reading the charge from Stripe before deciding",
+			c.ID, amount, c.Amount, c.Currency))
 	case full:
 		t.refunded(amount)
 	case amount == 0:
@@ -76,7 +120,25 @@ func ApplyCharge(p *v1alpha1.Purchase, c stripe.Charge, now time.Time) (Result, 
 	case amount != st.AmountRefunded:
 		t.partiallyRefunded(amount, c.Currency)
 	}
+	if current {
+		meta.RemoveStatusCondition(&st.Conditions, ConditionChargeCheck)
+	}
 	return t.finish(), nil
+}
+
+// requestChargeCheck sets ChargeCheckRequested, when the payment is known
+// (there is a charge to read).
+func (t *tx) requestChargeCheck(reason, message string) {
+	if t.p.Status.ExternalTransactionID == "" {
+		return
+	}
+	t.setCondition(ConditionChargeCheck, metav1.ConditionTrue, reason, message)
+}
+
+// ChargeCheckRequested reports whether the purchase waits for its charge to
+// be read from Stripe and applied with ApplyCurrentCharge.
+func ChargeCheckRequested(p *v1alpha1.Purchase) bool {
+	return meta.FindStatusCondition(p.Status.Conditions, ConditionChargeCheck) != nil
 }
 
 // ApplyRefund applies a Refund (charge.refund.updated, or the refund the
@@ -191,6 +253,11 @@ func (t *tx) refundFailed(r stripe.Refund, counted bool) {
 	}
 	if counted {
 		st.AmountRefunded = max(st.AmountRefunded-r.Amount, 0)
+		// The total it is taken from came from events, which may be older
+		// than another refund made meanwhile: the charge decides.
+		t.requestChargeCheck(ReasonRefundFailureCounted, fmt.Sprintf(
+			"refund %s failed after it was counted in the charge's refunded total; reading the charge from Stripe to confirm %d %s is refunded",
+			r.ID, st.AmountRefunded, t.p.Spec.Price.Currency))
 	}
 	msg := fmt.Sprintf("refund %s %s", r.ID, r.Status)
 	if r.FailureReason != "" {

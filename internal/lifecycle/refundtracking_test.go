@@ -13,6 +13,10 @@ func ourRefund(status stripe.RefundStatus, amount int64) stripe.Refund { return 
 
 func requestedRefund(p *v1alpha1.Purchase) { p.Status.StripeRefundID = "re_1" }
 
+func seeCurrentCharge(c stripe.Charge) step {
+	return func(p *v1alpha1.Purchase, at time.Time) error { _, err := ApplyCurrentCharge(p, c, at); return err }
+}
+
 func chargeOf(refunded int64, full bool) stripe.Charge {
 	c := charge(refunded)
 	c.Refunded = full
@@ -29,6 +33,7 @@ func TestRefundTracking(t *testing.T) {
 		status string // status.stripeRefundStatus
 		cond   string // Refunded condition reason
 		settle bool   // RefundSettled
+		check  string // ChargeCheckRequested reason, "" when absent
 	}{{
 		name:  "our refund pending: status recorded, not settled",
 		mods:  []func(*v1alpha1.Purchase){completed, requestedRefund},
@@ -85,6 +90,7 @@ func TestRefundTracking(t *testing.T) {
 			seeRefund(dashboardRefund("re_dash", stripe.RefundFailed, 200)),
 		},
 		phase: v1alpha1.PurchaseCompleted, amount: 300, status: "succeeded", cond: ReasonRefundFailed, settle: true,
+		check: ReasonRefundFailureCounted,
 	}, {
 		name: "our refund of the remaining 300 fails before any charge counted it: the dashboard 200 still counts",
 		mods: []func(*v1alpha1.Purchase){completed},
@@ -104,6 +110,7 @@ func TestRefundTracking(t *testing.T) {
 			seeRefund(ourRefund(stripe.RefundFailed, 300)),
 		},
 		phase: v1alpha1.PurchaseCompleted, amount: 200, status: "failed", cond: ReasonRefundFailed, settle: true,
+		check: ReasonRefundFailureCounted,
 	}, {
 		name: "our refund known failed: a charge.refunded reporting no more than known does not refund",
 		mods: []func(*v1alpha1.Purchase){completed, requestedRefund},
@@ -114,11 +121,56 @@ func TestRefundTracking(t *testing.T) {
 		},
 		phase: v1alpha1.PurchaseCompleted, amount: 200, status: "failed", cond: ReasonRefundFailed, settle: true,
 	}, {
-		name: "a dashboard refund of the rest after ours failed does refund",
+		name: "ours failed, then a charge.refunded in full: not believed, the charge is read first",
 		mods: []func(*v1alpha1.Purchase){completed, requestedRefund},
 		steps: []step{
 			seeRefund(ourRefund(stripe.RefundFailed, 500)),
 			seeCharge(charge(500)),
+		},
+		phase: v1alpha1.PurchaseCompleted, status: "failed", cond: ReasonRefundFailed, settle: true,
+		check: ReasonRefundEventAmbiguous,
+	}, {
+		name: "ours failed, then its own late charge.refunded: the charge read says nothing is refunded",
+		mods: []func(*v1alpha1.Purchase){completed, requestedRefund},
+		steps: []step{
+			seeRefund(ourRefund(stripe.RefundFailed, 500)),
+			seeCharge(charge(500)),
+			seeCurrentCharge(charge(0)),
+			// The same echo again, or a duplicate delivery: asks again,
+			// and the charge says the same.
+			seeCharge(charge(500)),
+			seeCurrentCharge(charge(0)),
+		},
+		phase: v1alpha1.PurchaseCompleted, status: "failed", cond: ReasonRefundFailed, settle: true,
+	}, {
+		name: "ours failed, then a dashboard refund of everything: the charge read refunds",
+		mods: []func(*v1alpha1.Purchase){completed, requestedRefund},
+		steps: []step{
+			seeRefund(ourRefund(stripe.RefundFailed, 500)),
+			seeCharge(charge(500)),
+			seeCurrentCharge(charge(500)),
+		},
+		phase: v1alpha1.PurchaseRefunded, amount: 500, status: "failed", cond: ReasonRefunded, settle: true,
+	}, {
+		name: "reverse order: ours pending, its charge.refunded, then it fails: not refunded, confirmed by the charge",
+		mods: []func(*v1alpha1.Purchase){completed, requestedRefund},
+		steps: []step{
+			seeRefund(ourRefund(stripe.RefundPending, 500)),
+			seeCharge(charge(500)),
+			seeRefund(ourRefund(stripe.RefundFailed, 500)),
+			seeCurrentCharge(charge(0)),
+		},
+		phase: v1alpha1.PurchaseCompleted, status: "failed", cond: ReasonRefundFailed, settle: true,
+	}, {
+		name: "reverse order with a dashboard refund: its charge.refunded before our failure, the charge read refunds",
+		mods: []func(*v1alpha1.Purchase){completed, requestedRefund},
+		steps: []step{
+			seeRefund(ourRefund(stripe.RefundPending, 500)),
+			// Ours failed at Stripe; a dashboard refund of everything
+			// followed, and its event overtook our failure's.
+			seeCharge(charge(500)),
+			seeRefund(ourRefund(stripe.RefundFailed, 500)),
+			seeCurrentCharge(charge(500)),
 		},
 		phase: v1alpha1.PurchaseRefunded, amount: 500, status: "failed", cond: ReasonRefunded, settle: true,
 	}, {
@@ -148,6 +200,12 @@ func TestRefundTracking(t *testing.T) {
 			}
 			if c := condition(p, v1alpha1.ConditionRefunded); c.Reason != tc.cond {
 				t.Errorf("Refunded condition %+v, want %s", c, tc.cond)
+			}
+			if got := condition(p, ConditionChargeCheck).Reason; got != tc.check {
+				t.Errorf("ChargeCheckRequested reason %q, want %q", got, tc.check)
+			}
+			if got := ChargeCheckRequested(p); got != (tc.check != "") {
+				t.Errorf("ChargeCheckRequested = %v, want %v", got, tc.check != "")
 			}
 			if got := RefundSettled(p); got != tc.settle {
 				t.Errorf("RefundSettled = %v, want %v", got, tc.settle)

@@ -172,6 +172,7 @@ func (c *Client) CreateCustomer(ctx context.Context, p CreateCustomerParams) (Cu
 	const op = OpCreateCustomer
 	check := inputCheck{op: op}
 	check.require("OwnerUID", p.OwnerUID)
+	check.failIf(p.Attempt < 0, "Attempt %d is negative", p.Attempt)
 	check.require("UserID", p.UserID)
 	if err := check.err(); err != nil {
 		return Customer{}, err
@@ -181,7 +182,7 @@ func (c *Client) CreateCustomer(ctx context.Context, p CreateCustomerParams) (Cu
 		params.Email = stripego.String(p.Email)
 	}
 	var out *stripego.Customer
-	err := c.call(ctx, op, &params.Params, IdempotencyKey(p.OwnerUID, op), func() (err error) {
+	err := c.call(ctx, op, &params.Params, IdempotencyKey(p.OwnerUID, AttemptOperation(op, p.Attempt)), func() (err error) {
 		out, err = c.api.Customers.New(params)
 		return err
 	})
@@ -291,6 +292,7 @@ func (c *Client) CreateRefund(ctx context.Context, p CreateRefundParams) (Refund
 	const op = OpCreateRefund
 	check := inputCheck{op: op}
 	check.require("OwnerUID", p.OwnerUID)
+	check.failIf(p.Attempt < 0, "Attempt %d is negative", p.Attempt)
 	check.require("PaymentIntentID", p.PaymentIntentID)
 	if err := check.err(); err != nil {
 		return Refund{}, err
@@ -300,7 +302,7 @@ func (c *Client) CreateRefund(ctx context.Context, p CreateRefundParams) (Refund
 		Metadata:      copyMap(p.Metadata),
 	}
 	var out *stripego.Refund
-	err := c.call(ctx, op, &params.Params, IdempotencyKey(p.OwnerUID, op), func() (err error) {
+	err := c.call(ctx, op, &params.Params, IdempotencyKey(p.OwnerUID, AttemptOperation(op, p.Attempt)), func() (err error) {
 		out, err = c.api.Refunds.New(params)
 		return err
 	})
@@ -354,6 +356,7 @@ func (c *Client) CreateProduct(ctx context.Context, p CreateProductParams) (Prod
 	const op = OpCreateProduct
 	check := inputCheck{op: op}
 	check.require("OwnerUID", p.OwnerUID)
+	check.failIf(p.Attempt < 0, "Attempt %d is negative", p.Attempt)
 	check.require("Name", p.Name)
 	if err := check.err(); err != nil {
 		return Product{}, err
@@ -366,7 +369,7 @@ func (c *Client) CreateProduct(ctx context.Context, p CreateProductParams) (Prod
 		params.Description = stripego.String(p.Description)
 	}
 	var out *stripego.Product
-	err := c.call(ctx, op, &params.Params, IdempotencyKey(p.OwnerUID, op), func() (err error) {
+	err := c.call(ctx, op, &params.Params, IdempotencyKey(p.OwnerUID, AttemptOperation(op, p.Attempt)), func() (err error) {
 		out, err = c.api.Products.New(params)
 		return err
 	})
@@ -408,6 +411,7 @@ func (c *Client) CreatePrice(ctx context.Context, p CreatePriceParams) (Price, e
 	const op = OpCreatePrice
 	check := inputCheck{op: op}
 	check.require("OwnerUID", p.OwnerUID)
+	check.failIf(p.Attempt < 0, "Attempt %d is negative", p.Attempt)
 	check.require("ProductID", p.ProductID)
 	check.failIf(p.Amount < 0, "Amount %d is negative", p.Amount)
 	check.failIf(len(p.Currency) != 3, "Currency %q is not a three-letter ISO code", p.Currency)
@@ -420,7 +424,7 @@ func (c *Client) CreatePrice(ctx context.Context, p CreatePriceParams) (Price, e
 		Currency:   stripego.String(strings.ToLower(p.Currency)),
 		Metadata:   copyMap(p.Metadata),
 	}
-	key := IdempotencyKey(p.OwnerUID, op+":"+strconv.FormatInt(p.Generation, 10))
+	key := IdempotencyKey(p.OwnerUID, AttemptOperation(op+":"+strconv.FormatInt(p.Generation, 10), p.Attempt))
 	var out *stripego.Price
 	err := c.call(ctx, op, &params.Params, key, func() (err error) {
 		out, err = c.api.Prices.New(params)

@@ -386,6 +386,65 @@ func TestClient_RetrySendsTheSameIdempotencyKey(t *testing.T) {
 	}
 }
 
+func TestClient_AttemptSelectsTheIdempotencyKey(t *testing.T) {
+	fake := newFakeStripe(t, func(_ int, r *http.Request) (int, http.Header, string) {
+		switch r.URL.Path {
+		case "/v1/customers":
+			return http.StatusOK, nil, `{"id":"cus_1","object":"customer"}`
+		case "/v1/refunds":
+			return http.StatusOK, nil, `{"id":"re_1","object":"refund","status":"succeeded"}`
+		case "/v1/products":
+			return http.StatusOK, nil, `{"id":"prod_1","object":"product","active":true}`
+		default:
+			return http.StatusOK, nil, `{"id":"price_1","object":"price","active":true}`
+		}
+	})
+	c := newTestClient(t, fake.URL)
+	ctx := context.Background()
+	const uid = "uid-attempt"
+	want := []string{}
+	for _, attempt := range []int32{0, 2} {
+		if _, err := c.CreateCustomer(ctx, CreateCustomerParams{OwnerUID: uid, Attempt: attempt, UserID: "user-1"}); err != nil {
+			t.Fatalf("CreateCustomer: %v", err)
+		}
+		if _, err := c.CreateRefund(ctx, CreateRefundParams{OwnerUID: uid, Attempt: attempt, PaymentIntentID: "pi_1"}); err != nil {
+			t.Fatalf("CreateRefund: %v", err)
+		}
+		if _, err := c.CreateProduct(ctx, CreateProductParams{OwnerUID: uid, Attempt: attempt, Name: "Gold"}); err != nil {
+			t.Fatalf("CreateProduct: %v", err)
+		}
+		if _, err := c.CreatePrice(ctx, CreatePriceParams{OwnerUID: uid, Generation: 3, Attempt: attempt, ProductID: "prod_1", Amount: 500, Currency: "usd"}); err != nil {
+			t.Fatalf("CreatePrice: %v", err)
+		}
+		suffix := ""
+		if attempt > 0 {
+			suffix = "#2"
+		}
+		want = append(want,
+			"paytoview:"+uid+":create_customer"+suffix,
+			"paytoview:"+uid+":create_refund"+suffix,
+			"paytoview:"+uid+":create_product"+suffix,
+			"paytoview:"+uid+":create_price:3"+suffix)
+	}
+	reqs := fake.recorded()
+	if len(reqs) != len(want) {
+		t.Fatalf("%d requests, want %d", len(reqs), len(want))
+	}
+	for i, r := range reqs {
+		if got := r.Header.Get("Idempotency-Key"); got != want[i] {
+			t.Errorf("request %d (%s) Idempotency-Key = %q, want %q", i, r.Path, got, want[i])
+		}
+	}
+
+	_, err := c.CreateRefund(ctx, CreateRefundParams{OwnerUID: uid, Attempt: -1, PaymentIntentID: "pi_1"})
+	if !IsTerminal(err) || !strings.Contains(err.Error(), "Attempt -1 is negative") {
+		t.Fatalf("negative attempt: %v, want a terminal input error", err)
+	}
+	if n := len(fake.recorded()); n != len(want) {
+		t.Errorf("a negative attempt was sent to Stripe")
+	}
+}
+
 func TestErrors_AreClassified(t *testing.T) {
 	tests := []struct {
 		name        string
@@ -394,6 +453,7 @@ func TestErrors_AreClassified(t *testing.T) {
 		body        string
 		kind        ErrorKind
 		notFound    bool
+		keySpent    bool
 		retryAfter  time.Duration
 		userMessage string
 	}{
@@ -439,9 +499,15 @@ func TestErrors_AreClassified(t *testing.T) {
 			kind: ErrorRetryable,
 		},
 		{
-			name: "server error is retryable", status: 500,
+			name: "server error is retryable and spends the key", status: 500,
 			body: `{"error":{"type":"api_error","message":"Something went wrong."}}`,
-			kind: ErrorRetryable,
+			kind: ErrorRetryable, keySpent: true,
+		},
+		{
+			name: "server error Stripe says to retry does not spend the key", status: 503,
+			header: http.Header{"Stripe-Should-Retry": {"true"}},
+			body:   `{"error":{"type":"api_error","message":"Please retry."}}`,
+			kind:   ErrorRetryable,
 		},
 		{
 			name: "Stripe-Should-Retry true makes a 400 retryable", status: 400,
@@ -453,7 +519,7 @@ func TestErrors_AreClassified(t *testing.T) {
 			name: "Stripe-Should-Retry false makes a 500 terminal", status: 500,
 			header: http.Header{"Stripe-Should-Retry": {"false"}},
 			body:   `{"error":{"type":"api_error","message":"Replayed failure."}}`,
-			kind:   ErrorTerminal,
+			kind:   ErrorTerminal, keySpent: true,
 		},
 		{
 			name: "HTML from a proxy is retryable", status: 502,
@@ -487,6 +553,9 @@ func TestErrors_AreClassified(t *testing.T) {
 			}
 			if got := IsNotFound(err); got != tt.notFound {
 				t.Errorf("IsNotFound = %v, want %v", got, tt.notFound)
+			}
+			if got := IsKeySpent(err); got != tt.keySpent {
+				t.Errorf("IsKeySpent = %v, want %v", got, tt.keySpent)
 			}
 			if got := RetryAfter(err); got != tt.retryAfter {
 				t.Errorf("RetryAfter = %s, want %s", got, tt.retryAfter)

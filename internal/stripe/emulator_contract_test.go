@@ -2,6 +2,7 @@ package stripe_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -110,18 +111,46 @@ func TestClient_ErrorClassesFromEmulator(t *testing.T) {
 		}
 	})
 
-	t.Run("503 is retryable and the retry succeeds", func(t *testing.T) {
-		if _, err := em.AddFault(emulator.Fault{Operation: stripe.OpCreateCheckoutSession, Status: 503, Count: 1}); err != nil {
+	t.Run("a 503 spends the key and the next attempt's key succeeds", func(t *testing.T) {
+		if _, err := em.AddFault(emulator.Fault{Operation: stripe.OpCreateCustomer, Status: 503, Count: 1}); err != nil {
 			t.Fatal(err)
 		}
-		p := sessionParams(st, "flaky-purchase", "ptv-flaky")
-		_, err := c.CreateCheckoutSession(ctx, p)
-		if !stripe.IsRetryable(err) {
-			t.Fatalf("error = %v, want retryable", err)
+		p := stripe.CreateCustomerParams{OwnerUID: "flaky-customer", UserID: "auth0|flaky"}
+		for i := 0; i < 2; i++ {
+			// The second call is Stripe's replay of the saved 503.
+			_, err := c.CreateCustomer(ctx, p)
+			if !stripe.IsRetryable(err) || !stripe.IsKeySpent(err) {
+				t.Fatalf("call %d: error = %v, want retryable with the key spent", i, err)
+			}
 		}
-		s, err := c.CreateCheckoutSession(ctx, p)
-		requireNoError(t, "CreateCheckoutSession after the outage", err)
-		requirePrefix(t, "checkout session", s.ID, "cs_")
+		p.Attempt = 1
+		cus, err := c.CreateCustomer(ctx, p)
+		requireNoError(t, "CreateCustomer with the next attempt's key", err)
+		requirePrefix(t, "customer", cus.ID, "cus_")
+	})
+
+	t.Run("a second full refund of a charge is refused", func(t *testing.T) {
+		sess, err := c.CreateCheckoutSession(ctx, sessionParams(st, "refunded-twice", "ptv-refunded-twice"))
+		requireNoError(t, "CreateCheckoutSession", err)
+		paid, err := em.Pay(sess.ID, emulator.PayOptions{})
+		requireNoError(t, "Pay", err)
+		_, err = c.CreateRefund(ctx, stripe.CreateRefundParams{OwnerUID: "refunded-twice", PaymentIntentID: paid.PaymentIntentID})
+		requireNoError(t, "CreateRefund", err)
+		// A new key (the next attempt after a 5xx) cannot refund it again.
+		_, err = c.CreateRefund(ctx, stripe.CreateRefundParams{OwnerUID: "refunded-twice", Attempt: 1, PaymentIntentID: paid.PaymentIntentID})
+		var se *stripe.Error
+		if !stripe.IsTerminal(err) || !errors.As(err, &se) || se.Code != "charge_already_refunded" {
+			t.Fatalf("second refund: %v, want terminal charge_already_refunded", err)
+		}
+		n := 0
+		for _, re := range em.State().Refunds {
+			if re.PaymentIntentID == paid.PaymentIntentID {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("%d refunds of %s, want 1", n, paid.PaymentIntentID)
+		}
 	})
 
 	t.Run("429 is retryable with Retry-After", func(t *testing.T) {

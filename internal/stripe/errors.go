@@ -51,6 +51,10 @@ type Error struct {
 	// RetryAfter is the server's Retry-After hint; 0 when absent.
 	RetryAfter time.Duration
 	Err        error
+
+	// keySpent is set when Stripe saved this answer under the request's
+	// idempotency key (see IsKeySpent).
+	keySpent bool
 }
 
 // Error describes the failure on one line, without secrets.
@@ -120,7 +124,19 @@ func newError(op string, err error, key string) *Error {
 	}
 	e.RetryAfter = parseRetryAfter(header.Get("Retry-After"), time.Now())
 	e.Kind = classifyStripe(se, header.Get("Stripe-Should-Retry"))
+	e.keySpent = keySaved(se, header.Get("Stripe-Should-Retry"))
 	return e
+}
+
+// keySaved reports whether Stripe saved this error answer under the
+// request's idempotency key. Stripe saves the answer of every request whose
+// execution began, a 500 included, and replays it for 24 hours; it saves
+// nothing for a request that failed validation, was rate limited (429) or
+// conflicted with a concurrent request with the same key (409). A 5xx in
+// Stripe's own error shape is therefore saved, unless Stripe says a retry
+// may succeed (Stripe-Should-Retry: true), which a saved answer never could.
+func keySaved(se *stripego.Error, shouldRetry string) bool {
+	return se.HTTPStatusCode >= http.StatusInternalServerError && shouldRetry != "true"
 }
 
 // classifyStripe decides what an API error means for the caller.
@@ -203,6 +219,19 @@ func IsNotFound(err error) bool {
 	e := asError(err)
 	return e != nil && (e.Code == string(stripego.ErrorCodeResourceMissing) ||
 		(e.HTTPStatus == http.StatusNotFound && e.Kind == ErrorTerminal))
+}
+
+// IsKeySpent reports whether err is an answer Stripe saved under the
+// request's idempotency key: a server error (5xx) in Stripe's error shape.
+// Stripe replays it to every retry with the same key for 24 hours, so such
+// a create can only succeed with a new key (see AttemptOperation). The
+// error is also retryable. Network errors, timeouts, an unparsable answer
+// (a proxy's 502 page), 409 and 429 do not spend the key: the outcome is
+// unknown or nothing ran, and the same key must be retried so that Stripe
+// replays whatever it did.
+func IsKeySpent(err error) bool {
+	e := asError(err)
+	return e != nil && e.keySpent
 }
 
 // IsIdempotencyMismatch reports whether the idempotency key was reused with

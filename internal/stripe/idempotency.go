@@ -3,6 +3,7 @@ package stripe
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strconv"
 	"strings"
 )
 
@@ -24,6 +25,19 @@ func IdempotencyKey(ownerUID, operation string) string {
 	// key stays valid and still deterministic.
 	sum := sha256.Sum256([]byte(ownerUID))
 	return "paytoview:sha256-" + hex.EncodeToString(sum[:]) + ":" + truncate(operation, 64)
+}
+
+// AttemptOperation is the operation part of an idempotency key for the
+// attempt-th key of a create: op itself for attempt 0 (the key every create
+// starts with), "op#<attempt>" after that. Callers move to the next attempt
+// only after Stripe answered the previous one with an error it saved under
+// the key (IsKeySpent), and only once that move is recorded, so a restart
+// never sends a new key for a request whose outcome is unknown.
+func AttemptOperation(op string, attempt int32) string {
+	if attempt <= 0 {
+		return op
+	}
+	return op + "#" + strconv.FormatInt(int64(attempt), 10)
 }
 
 func truncate(s string, n int) string {

@@ -13,12 +13,18 @@ func TestIdempotencyKey_IsDeterministicAndDistinct(t *testing.T) {
 	if got, want := IdempotencyKey(uid, OpCreateCheckoutSession), "paytoview:"+uid+":create_checkout_session"; got != want {
 		t.Fatalf("key = %q, want %q", got, want)
 	}
+	// The first attempt keeps the key created before attempts existed.
+	if got, want := IdempotencyKey(uid, AttemptOperation(OpCreateRefund, 0)), IdempotencyKey(uid, OpCreateRefund); got != want {
+		t.Fatalf("attempt 0 key = %q, want %q", got, want)
+	}
 
 	keys := map[string]string{}
 	for _, in := range []struct{ uid, op string }{
 		{uid, OpCreateCustomer},
 		{uid, OpCreateCheckoutSession},
 		{uid, OpCreateRefund},
+		{uid, AttemptOperation(OpCreateRefund, 1)},
+		{uid, AttemptOperation(OpCreateRefund, 2)},
 		{uid, OpCreateProduct},
 		{uid, OpCreatePrice + ":1"},
 		{uid, OpCreatePrice + ":2"},

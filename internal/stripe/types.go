@@ -94,8 +94,10 @@ type Customer struct {
 type CreateCustomerParams struct {
 	// OwnerUID is the UID of the Customer resource; it keys idempotency.
 	OwnerUID string
-	UserID   string // stored as metadata userId
-	Email    string // optional
+	// Attempt selects the idempotency key (AttemptOperation); 0 is the first.
+	Attempt int32
+	UserID  string // stored as metadata userId
+	Email   string // optional
 }
 
 // CreateSessionParams creates an embedded, one-item, payment-mode Checkout
@@ -179,7 +181,9 @@ type Refund struct {
 // CreateRefundParams refunds a PaymentIntent in full.
 type CreateRefundParams struct {
 	// OwnerUID is the UID of the Purchase resource; it keys idempotency.
-	OwnerUID        string
+	OwnerUID string
+	// Attempt selects the idempotency key (AttemptOperation); 0 is the first.
+	Attempt         int32
 	PaymentIntentID string
 	// Metadata is stored on the refund (purchase id, reason, requestedBy).
 	Metadata map[string]string
@@ -203,7 +207,9 @@ type Product struct {
 // CreateProductParams creates a Stripe product for a Product resource.
 type CreateProductParams struct {
 	// OwnerUID is the UID of the Product resource; it keys idempotency.
-	OwnerUID    string
+	OwnerUID string
+	// Attempt selects the idempotency key (AttemptOperation); 0 is the first.
+	Attempt     int32
 	Name        string
 	Description string
 	Metadata    map[string]string
@@ -232,8 +238,10 @@ type CreatePriceParams struct {
 	// idempotency, so a retry reuses the price and a spec change makes a new one.
 	OwnerUID   string
 	Generation int64
-	ProductID  string
-	Amount     int64
-	Currency   string
-	Metadata   map[string]string
+	// Attempt selects the idempotency key (AttemptOperation); 0 is the first.
+	Attempt   int32
+	ProductID string
+	Amount    int64
+	Currency  string
+	Metadata  map[string]string
 }

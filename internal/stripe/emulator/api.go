@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -107,22 +108,24 @@ func (e *Emulator) serveAPI(name, pattern string, schema reflect.Type, h apiHand
 		}
 		e.log.V(1).Info("serve request", "operation", name, "requestId", reqID)
 
-		flt := e.takeFault(name, pattern, r)
-		if flt != nil && flt.Status != 0 && !flt.AfterProcessing {
-			waitCtx(r.Context(), time.Duration(flt.DelayMS)*time.Millisecond)
-			writeError(w, reqID, flt.apiError())
-			return
-		}
-
 		c := &call{r: r, form: f, requestID: reqID}
-		var status int
-		var body []byte
 		if r.Method == http.MethodPost {
 			c.idempotencyKey = strings.TrimSpace(r.Header.Get("Idempotency-Key"))
 		}
-		if c.idempotencyKey != "" {
+		withKey := c.idempotencyKey != ""
+		scope := apiKeyOf(r) + "\x00" + c.idempotencyKey
+		flt := e.takeFault(name, pattern, r, withKey && e.idemDone(scope))
+		if flt != nil && flt.inFront(withKey) {
+			waitCtx(r.Context(), time.Duration(flt.DelayMS)*time.Millisecond)
+			flt.writeAnswer(w, reqID)
+			return
+		}
+
+		var status int
+		var body []byte
+		saved := false // the fault's answer is the stored one
+		if withKey {
 			w.Header().Set("Idempotency-Key", c.idempotencyKey)
-			scope := apiKeyOf(r) + "\x00" + c.idempotencyKey
 			fp := r.Method + " " + r.URL.Path + "?" + url.Values(f).Encode()
 			entry, err := e.idemBegin(scope, c.idempotencyKey, r.Method+" "+r.URL.Path, fp)
 			if err != nil {
@@ -134,7 +137,16 @@ func (e *Emulator) serveAPI(name, pattern string, schema reflect.Type, h apiHand
 				w.Header().Set("Idempotent-Replayed", "true")
 				w.Header().Set("Original-Request", entry.requestID)
 			} else {
-				status, body = e.run(c, h)
+				if flt == nil || !flt.savedByStripe() || flt.AfterProcessing {
+					status, body = e.run(c, h)
+				}
+				if flt != nil && flt.savedByStripe() {
+					// Stripe failed while running the request (after
+					// doing its work, with AfterProcessing); it saves
+					// the failure, not the work, under the key.
+					ae := flt.apiError()
+					status, body, saved = ae.status, ae.body(reqID), true
+				}
 				e.idemFinish(scope, status, body, reqID)
 			}
 		} else {
@@ -143,9 +155,12 @@ func (e *Emulator) serveAPI(name, pattern string, schema reflect.Type, h apiHand
 
 		if flt != nil {
 			waitCtx(r.Context(), time.Duration(flt.DelayMS)*time.Millisecond)
-			if flt.Status != 0 {
-				writeError(w, reqID, flt.apiError())
+			if flt.Status != 0 && !saved {
+				flt.writeAnswer(w, reqID)
 				return
+			}
+			if flt.RetryAfter > 0 {
+				w.Header().Set("Retry-After", strconv.Itoa(flt.RetryAfter))
 			}
 		}
 		writeJSON(w, status, body)
@@ -179,6 +194,14 @@ type idemEntry struct {
 	status      int
 	body        []byte
 	requestID   string
+}
+
+// idemDone reports whether the key of scope holds a finished answer.
+func (e *Emulator) idemDone(scope string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	en, ok := e.idem[scope]
+	return ok && en.done
 }
 
 // idemBegin looks the key up. It returns the stored entry to replay, an
@@ -215,7 +238,8 @@ func (e *Emulator) idemBegin(scope, key, endpoint, fingerprint string) (*idemEnt
 
 // idemFinish stores the result. Like Stripe, it does not store results of
 // requests that failed validation or conflicted (4xx other than 402), so
-// the caller may fix the request and retry with the same key.
+// the caller may fix the request and retry with the same key. Server errors
+// (5xx) are stored and replayed like any other answer.
 func (e *Emulator) idemFinish(scope string, status int, body []byte, requestID string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -223,7 +247,7 @@ func (e *Emulator) idemFinish(scope string, status int, body []byte, requestID s
 	if !ok {
 		return
 	}
-	if status >= 400 && status != http.StatusPaymentRequired {
+	if status >= 400 && status < 500 && status != http.StatusPaymentRequired {
 		delete(e.idem, scope)
 		return
 	}

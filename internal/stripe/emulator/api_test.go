@@ -206,35 +206,129 @@ func TestCatalog_ProductAndPriceLifecycle(t *testing.T) {
 	}
 }
 
-func TestFaults_ServerErrorThenRecovery(t *testing.T) {
+func TestFaults_ServerErrorIsSavedUnderTheIdempotencyKey(t *testing.T) {
 	h := newHarness(t)
 	pr := h.catalog(100)
 	cu := h.customer()
 	if _, err := h.em.AddFault(emulator.Fault{Operation: "create_checkout_session", Status: 500, Count: 1}); err != nil {
 		t.Fatal(err)
 	}
-	params := func() *stripego.CheckoutSessionParams {
+	params := func(key string) *stripego.CheckoutSessionParams {
 		p := sessionParams(pr.ID, cu.ID, "ptv-1", h.em.Now().Add(time.Hour))
-		p.SetIdempotencyKey("purchase-uid:create_checkout_session")
+		p.SetIdempotencyKey(key)
 		return p
 	}
-	_, err := h.sc.CheckoutSessions.New(params())
+	_, err := h.sc.CheckoutSessions.New(params("purchase-uid:create_checkout_session"))
 	se := stripeErr(t, err)
 	if se.HTTPStatusCode != 500 || se.Type != stripego.ErrorTypeAPI {
 		t.Errorf("faulted create: %d %s", se.HTTPStatusCode, se.Type)
 	}
+	if len(h.em.Faults()) != 0 {
+		t.Errorf("a count-1 fault is still installed: %+v", h.em.Faults())
+	}
+	// Like Stripe, the 500 is the key's answer from now on, although the
+	// fault is used up.
+	for i := 0; i < 2; i++ {
+		_, err = h.sc.CheckoutSessions.New(params("purchase-uid:create_checkout_session"))
+		se = stripeErr(t, err)
+		if se.HTTPStatusCode != 500 || se.LastResponse.Header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("retry %d with the same key: %d, replayed %q; want the saved 500", i, se.HTTPStatusCode, se.LastResponse.Header.Get("Idempotent-Replayed"))
+		}
+	}
 	if n := h.em.State().Counts["sessions"]; n != 0 {
 		t.Errorf("a fault before processing created %d sessions", n)
 	}
-	s, err := h.sc.CheckoutSessions.New(params())
+	s, err := h.sc.CheckoutSessions.New(params("purchase-uid:create_checkout_session#1"))
 	if err != nil {
-		t.Fatalf("retry after the fault: %v", err)
+		t.Fatalf("a new key after the fault: %v", err)
 	}
 	if s.LastResponse.Header.Get("Idempotent-Replayed") != "" {
-		t.Errorf("the retry was a replay of the fault")
+		t.Errorf("the new key was a replay")
 	}
-	if len(h.em.Faults()) != 0 {
-		t.Errorf("a count-1 fault is still installed: %+v", h.em.Faults())
+	if n := h.em.State().Counts["sessions"]; n != 1 {
+		t.Errorf("%d sessions, want 1", n)
+	}
+}
+
+func TestFaults_ServerErrorWithoutKeyIsNotSaved(t *testing.T) {
+	h := newHarness(t)
+	if _, err := h.em.AddFault(emulator.Fault{Operation: "create_customer", Status: 503, Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.sc.Customers.New(&stripego.CustomerParams{}); stripeErr(t, err).HTTPStatusCode != 503 {
+		t.Fatalf("faulted call: %v", err)
+	}
+	if _, err := h.sc.Customers.New(&stripego.CustomerParams{}); err != nil {
+		t.Fatalf("second call: %v", err)
+	}
+	if n := h.em.State().Counts["customers"]; n != 1 {
+		t.Errorf("%d customers, want 1", n)
+	}
+}
+
+func TestFaults_ServerErrorAfterProcessingSavesTheErrorNotTheWork(t *testing.T) {
+	h := newHarness(t)
+	if _, err := h.em.AddFault(emulator.Fault{Operation: "create_customer", Status: 500, AfterProcessing: true, Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	p := &stripego.CustomerParams{}
+	p.SetIdempotencyKey("k-500-after")
+	for i := 0; i < 2; i++ {
+		_, err := h.sc.Customers.New(p)
+		if se := stripeErr(t, err); se.HTTPStatusCode != 500 || (i > 0) != (se.LastResponse.Header.Get("Idempotent-Replayed") == "true") {
+			t.Fatalf("call %d: %d, replayed %q", i, se.HTTPStatusCode, se.LastResponse.Header.Get("Idempotent-Replayed"))
+		}
+	}
+	// Stripe did the work before failing: the customer exists although no
+	// answer ever named it.
+	if n := h.em.State().Counts["customers"]; n != 1 {
+		t.Errorf("%d customers, want the 1 created before the failure", n)
+	}
+}
+
+func TestFaults_RateLimitAndLockTimeoutAreNotSaved(t *testing.T) {
+	h := newHarness(t)
+	for _, f := range []emulator.Fault{
+		{Operation: "create_customer", Status: 429, Count: 1},
+		{Operation: "create_customer", Status: 429, Code: "lock_timeout", Count: 1},
+	} {
+		if _, err := h.em.AddFault(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := &stripego.CustomerParams{}
+	p.SetIdempotencyKey("k-429")
+	for i := 0; i < 2; i++ {
+		if _, err := h.sc.Customers.New(p); stripeErr(t, err).HTTPStatusCode != 429 {
+			t.Fatalf("call %d: %v, want 429", i, err)
+		}
+	}
+	got, err := h.sc.Customers.New(p)
+	if err != nil || got.LastResponse.Header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("the same key after the 429s: %v; want a first run", err)
+	}
+}
+
+func TestFaults_ReplayIsNotFailedByAServerErrorFault(t *testing.T) {
+	h := newHarness(t)
+	p := &stripego.CustomerParams{}
+	p.SetIdempotencyKey("k-replay")
+	first, err := h.sc.Customers.New(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.em.AddFault(emulator.Fault{Operation: "create_customer", Status: 500, Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := h.sc.Customers.New(p)
+	if err != nil || got.ID != first.ID || got.LastResponse.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("replay under a 500 fault: %v; want customer %s replayed", err, first.ID)
+	}
+	if f := h.em.Faults(); len(f) != 1 || f[0].Count != 1 {
+		t.Fatalf("faults %+v: a replay used the fault up", f)
+	}
+	if _, err := h.sc.Customers.New(&stripego.CustomerParams{}); stripeErr(t, err).HTTPStatusCode != 500 {
+		t.Fatalf("the next request that runs: %v, want the 500", err)
 	}
 }
 
@@ -310,16 +404,21 @@ func TestFaults_DelayTimesOutClientButRequestTookEffect(t *testing.T) {
 	}
 }
 
-func TestFaults_AfterProcessingStoresRealResult(t *testing.T) {
+func TestFaults_ProxyAnswerAfterProcessingLeavesTheRealResultUnderTheKey(t *testing.T) {
 	h := newHarness(t)
-	if _, err := h.em.AddFault(emulator.Fault{Operation: "POST /v1/customers", Status: 502, AfterProcessing: true, Count: 1}); err != nil {
-		t.Fatal(err)
+	var flt emulator.Fault
+	code, body := h.helper("/_emulator/v1/faults", map[string][]string{
+		"operation": {"POST /v1/customers"}, "status": {"502"}, "proxy": {"true"}, "after_processing": {"true"}, "count": {"1"},
+	}, &flt)
+	if code != http.StatusOK || !flt.Proxy || !flt.AfterProcessing {
+		t.Fatalf("installing fault: %d %s", code, body)
 	}
 	p := &stripego.CustomerParams{}
 	p.SetIdempotencyKey("k-after")
 	_, err := h.sc.Customers.New(p)
-	if se := stripeErr(t, err); se.HTTPStatusCode != 502 {
-		t.Fatalf("faulted call: %d", se.HTTPStatusCode)
+	var se *stripego.Error
+	if err == nil || errors.As(err, &se) || !strings.Contains(err.Error(), "502") {
+		t.Fatalf("faulted call: %v (%T), want an unparsable 502 that is no Stripe error", err, err)
 	}
 	got, err := h.sc.Customers.New(p)
 	if err != nil || got.LastResponse.Header.Get("Idempotent-Replayed") != "true" {
@@ -337,6 +436,7 @@ func TestFaults_RejectsInvalidDefinitions(t *testing.T) {
 		{Operation: "*"},
 		{Operation: "*", Status: 200},
 		{Operation: "*", Status: 500, Rate: 2},
+		{Operation: "*", DelayMS: 10, Proxy: true},
 	} {
 		if _, err := h.em.AddFault(f); err == nil {
 			t.Errorf("fault %+v accepted", f)

@@ -8,13 +8,27 @@ import (
 
 // Fault makes upcoming API requests that match Operation fail or slow down.
 //
-// With Status set, a matching request is answered with that status and a
-// Stripe-shaped error, without being processed (an outage in front of
-// Stripe) or, with AfterProcessing, after being processed and its result
-// stored under its idempotency key (Stripe did the work, the answer was
-// lost). With only DelayMS set, the request is processed and its answer
-// held back for DelayMS (a client with a shorter timeout gives up, but the
-// object exists: a retry with the same idempotency key gets it).
+// With Status set, a matching request is answered with that status. Where
+// the answer comes from decides what Stripe's idempotency layer keeps:
+//
+//   - A 5xx is Stripe's own server error (api_error). Stripe saves the answer
+//     of every request whose execution began, 500s included, and replays it
+//     for 24 hours: a request with an Idempotency-Key gets the 5xx saved under
+//     that key, and every later request with the key gets the same 5xx. A
+//     request whose key already holds an answer is replayed instead (nothing
+//     runs, so nothing fails), and the fault is kept for the next request.
+//     Without AfterProcessing nothing was done; with it the request was
+//     processed first (Stripe did the work, then failed: the object exists
+//     although the saved answer is a 5xx).
+//   - A 429, any other 4xx, or an answer from a Proxy is given in front of
+//     Stripe's execution and saved under no key. With AfterProcessing the
+//     request is processed and its real result saved under its key first
+//     (Stripe did the work, the answer was lost on the way back: a retry with
+//     the same key gets the result).
+//
+// With only DelayMS set, the request is processed and its answer held back
+// for DelayMS (a client with a shorter timeout gives up, but the object
+// exists: a retry with the same idempotency key gets it).
 type Fault struct {
 	ID string `json:"id,omitempty"`
 	// Operation is an operation name (create_checkout_session,
@@ -37,6 +51,9 @@ type Fault struct {
 	Count int `json:"count,omitempty"`
 	// AfterProcessing processes the request before answering Status.
 	AfterProcessing bool `json:"after_processing,omitempty"`
+	// Proxy answers as a gateway in front of Stripe would: an HTML page with
+	// Status, no Stripe error body, nothing saved under the idempotency key.
+	Proxy bool `json:"proxy,omitempty"`
 	// Rate, between 0 and 1, applies the fault to that fraction of matching
 	// requests at random; 0 means every one.
 	Rate float64 `json:"rate,omitempty"`
@@ -52,6 +69,9 @@ func (f Fault) validate() error {
 	if f.Status != 0 && (f.Status < 400 || f.Status > 599) {
 		return fmt.Errorf("status %d is not an error status (400-599)", f.Status)
 	}
+	if f.Proxy && f.Status == 0 {
+		return fmt.Errorf("a proxy fault needs a status")
+	}
 	if f.DelayMS < 0 || f.Count < 0 || f.RetryAfter < 0 {
 		return fmt.Errorf("delay_ms, count and retry_after must not be negative")
 	}
@@ -59,6 +79,33 @@ func (f Fault) validate() error {
 		return fmt.Errorf("rate must be between 0 and 1")
 	}
 	return nil
+}
+
+// savedByStripe reports whether the fault's answer is a server error of
+// Stripe itself, which Stripe saves under the request's idempotency key.
+func (f Fault) savedByStripe() bool {
+	return f.Status >= http.StatusInternalServerError && !f.Proxy
+}
+
+// inFront reports whether a request with (withKey) or without an
+// idempotency key is answered before Stripe runs it, leaving no trace.
+func (f Fault) inFront(withKey bool) bool {
+	return f.Status != 0 && !f.AfterProcessing && (!withKey || !f.savedByStripe())
+}
+
+// writeAnswer writes the fault's answer: Stripe's error shape, or a
+// gateway's HTML page for a Proxy fault.
+func (f Fault) writeAnswer(w http.ResponseWriter, requestID string) {
+	if !f.Proxy {
+		writeError(w, requestID, f.apiError())
+		return
+	}
+	w.Header().Del("Request-Id")
+	w.Header().Del("Stripe-Version")
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(f.Status)
+	text := http.StatusText(f.Status)
+	_, _ = fmt.Fprintf(w, "<html><head><title>%d %s</title></head><body><h1>%d %s</h1></body></html>\n", f.Status, text, f.Status, text)
 }
 
 // apiError is the answer of a fault with a status.
@@ -119,12 +166,18 @@ func (e *Emulator) ClearFaults() {
 }
 
 // takeFault returns the first fault matching this request and uses it up.
-func (e *Emulator) takeFault(name, pattern string, r *http.Request) *Fault {
+// For a replay (the request's idempotency key already holds an answer),
+// Stripe's own server errors do not match: a replay runs nothing that
+// could fail.
+func (e *Emulator) takeFault(name, pattern string, r *http.Request, replay bool) *Fault {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	concrete := r.Method + " " + r.URL.Path
 	for i, f := range e.faults {
 		if op := f.Operation; op != "*" && op != name && op != pattern && op != concrete {
+			continue
+		}
+		if replay && f.savedByStripe() {
 			continue
 		}
 		if f.Rate > 0 && f.Rate < 1 && rand.Float64() >= f.Rate {

@@ -547,6 +547,11 @@ func faultFromForm(f form, out *Fault) *apiError {
 		return err
 	}
 	out.AfterProcessing = after
+	proxy, _, err := f.bool("proxy")
+	if err != nil {
+		return err
+	}
+	out.Proxy = proxy
 	return nil
 }
 
