@@ -271,6 +271,55 @@ func (c *cluster) operatorKubeconfig(t *testing.T, ns, dir string) string {
 	return path
 }
 
+// metricsScraperName is the ServiceAccount that scrapes the operators'
+// /metrics, as a Prometheus would.
+const metricsScraperName = "metrics-scraper"
+
+// grantMetricsAccess sets up the secure /metrics endpoint as config/rbac
+// does: the operator's ServiceAccount may create TokenReviews and
+// SubjectAccessReviews (metrics_auth_role.yaml), and a scraper
+// ServiceAccount holds metrics_reader_role.yaml. It returns a token of the
+// scraper. The ClusterRoles and bindings are named after the namespace and
+// deleted at the end on an external cluster.
+func (c *cluster) grantMetricsAccess(t *testing.T, ns string) string {
+	t.Helper()
+	ctx := t.Context()
+	scraper := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: metricsScraperName, Namespace: ns}}
+	if err := c.client.Create(ctx, scraper); err != nil {
+		t.Fatalf("creating ServiceAccount %s/%s: %v", ns, scraper.Name, err)
+	}
+	for file, sa := range map[string]string{"metrics_auth_role.yaml": serviceAccountName, "metrics_reader_role.yaml": metricsScraperName} {
+		name := ns + "-" + strings.TrimSuffix(file, ".yaml")
+		objs := []client.Object{
+			&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: rbacRules(t, file)},
+			&rbacv1.ClusterRoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Name: name},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
+				Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: ns}},
+			},
+		}
+		for _, o := range objs {
+			if err := c.client.Create(ctx, o); err != nil {
+				t.Fatalf("creating %T %s: %v", o, o.GetName(), err)
+			}
+			if c.local == nil {
+				t.Cleanup(func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					defer cancel()
+					if err := c.client.Delete(ctx, o); client.IgnoreNotFound(err) != nil {
+						t.Errorf("deleting %T %s: %v", o, o.GetName(), err)
+					}
+				})
+			}
+		}
+	}
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](4 * 3600)}}
+	if err := c.client.SubResource("token").Create(ctx, scraper, tr); err != nil {
+		t.Fatalf("requesting a token for ServiceAccount %s/%s: %v", ns, scraper.Name, err)
+	}
+	return tr.Status.Token
+}
+
 // randomHex returns n random bytes, hex-encoded.
 func randomHex(t *testing.T, n int) string {
 	t.Helper()

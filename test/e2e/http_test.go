@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -41,6 +42,16 @@ func (r response) decode(t *testing.T, into any) {
 // form, as the emulator's helpers take).
 func (s *system) do(t *testing.T, method, rawURL, token string, body any) response {
 	t.Helper()
+	r, err := s.tryDo(t.Context(), method, rawURL, token, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// tryDo is do for callers that handle a failed request themselves: goroutines
+// other than the test's, and requests that may meet a stopped replica.
+func (s *system) tryDo(ctx context.Context, method, rawURL, token string, body any) (response, error) {
 	var (
 		rd          io.Reader
 		contentType string
@@ -52,13 +63,13 @@ func (s *system) do(t *testing.T, method, rawURL, token string, body any) respon
 	default:
 		data, err := json.Marshal(b)
 		if err != nil {
-			t.Fatal(err)
+			return response{}, err
 		}
 		rd, contentType = bytes.NewReader(data), "application/json"
 	}
-	req, err := http.NewRequestWithContext(t.Context(), method, rawURL, rd)
+	req, err := http.NewRequestWithContext(ctx, method, rawURL, rd)
 	if err != nil {
-		t.Fatal(err)
+		return response{}, err
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
@@ -68,14 +79,14 @@ func (s *system) do(t *testing.T, method, rawURL, token string, body any) respon
 	}
 	resp, err := s.http.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, rawURL, err)
+		return response{}, fmt.Errorf("%s %s: %w", method, rawURL, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("%s %s: reading the answer: %v", method, rawURL, err)
+		return response{}, fmt.Errorf("%s %s: reading the answer: %w", method, rawURL, err)
 	}
-	return response{status: resp.StatusCode, header: resp.Header, body: data}
+	return response{status: resp.StatusCode, header: resp.Header, body: data}, nil
 }
 
 // userToken mints the bearer token the identity provider would give user.

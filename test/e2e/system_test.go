@@ -70,7 +70,18 @@ type system struct {
 	operatorEnv []string
 	replicas    []*replica
 
+	// metricsToken is the bearer token of a ServiceAccount allowed to
+	// scrape /metrics; empty unless systemOptions.metrics.
+	metricsToken string
+
 	http *http.Client
+}
+
+// systemOptions are what runs may set up differently.
+type systemOptions struct {
+	// metrics serves each replica's secure /metrics on a port of its own,
+	// as the Deployment does, and lets a scraper ServiceAccount read it.
+	metrics bool
 }
 
 // replica is one operator process slot, like a pod of the Deployment: a
@@ -79,7 +90,9 @@ type replica struct {
 	name       string
 	apiAddr    string
 	healthAddr string
-	logPath    string
+	// metricsAddr serves /metrics (HTTPS); empty when metrics are off.
+	metricsAddr string
+	logPath     string
 
 	mu    sync.Mutex
 	proc  *process
@@ -104,6 +117,12 @@ func (r *replica) serving() bool {
 // failed, prints their output.
 func startSystem(t *testing.T) *system {
 	t.Helper()
+	return startSystemWith(t, systemOptions{})
+}
+
+// startSystemWith is startSystem with options.
+func startSystemWith(t *testing.T, opts systemOptions) *system {
+	t.Helper()
 	s := &system{dir: t.TempDir(), http: &http.Client{Timeout: 30 * time.Second}}
 	// Registered first so that it runs last: the output includes how each
 	// process shut down.
@@ -119,6 +138,9 @@ func startSystem(t *testing.T) *system {
 	s.ns = s.cluster.createNamespace(t)
 	t.Logf("namespace %s, work directory %s", s.ns, s.dir)
 	kubeconfig := s.cluster.operatorKubeconfig(t, s.ns, s.dir)
+	if opts.metrics {
+		s.metricsToken = s.cluster.grantMetricsAccess(t, s.ns)
+	}
 
 	s.hs256 = []byte(randomHex(t, 32))
 	s.secretFile = filepath.Join(s.dir, "auth-hs256-secret")
@@ -145,6 +167,9 @@ func startSystem(t *testing.T) *system {
 			name:       fmt.Sprintf("manager-%d", i),
 			apiAddr:    freeAddr(t),
 			healthAddr: freeAddr(t),
+		}
+		if opts.metrics {
+			r.metricsAddr = freeAddr(t)
 		}
 		r.logPath = filepath.Join(s.dir, r.name+".log")
 		s.replicas = append(s.replicas, r)
@@ -187,11 +212,15 @@ func (s *system) startEmulator(t *testing.T, bin, apiKey, webhookSecret string) 
 // startReplica starts the operator process of a replica slot.
 func (s *system) startReplica(t *testing.T, r *replica) {
 	t.Helper()
+	metricsAddr := "0"
+	if r.metricsAddr != "" {
+		metricsAddr = r.metricsAddr
+	}
 	p, err := startProcess(r.name, r.logPath, s.managerBin, []string{
 		"--leader-elect",
 		"--api-bind-address=" + r.apiAddr,
 		"--health-probe-bind-address=" + r.healthAddr,
-		"--metrics-bind-address=0",
+		"--metrics-bind-address=" + metricsAddr,
 		"--purchase-namespace=" + s.ns,
 		"--auth-hs256-secret-file=" + s.secretFile,
 		"--allowed-return-origins=" + returnOrigin,
