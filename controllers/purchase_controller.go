@@ -98,8 +98,6 @@ const (
 
 // Event reasons of the Purchase controller that are not lifecycle's.
 const (
-	eventReasonPending                = "Pending"
-	eventReasonCheckoutSessionCreated = "CheckoutSessionCreated"
 	eventReasonCustomerCreated        = "CustomerCreated"
 	eventReasonRefundRequested        = "RefundRequested"
 	eventReasonDuplicatePayment       = "DuplicatePayment"
@@ -308,7 +306,6 @@ func (r *PurchaseReconciler) reconcilePending(_ context.Context, s *purchaseScop
 	}
 	s.p.Status.Phase = v1alpha1.PurchasePending
 	s.setReady(metav1.ConditionFalse, lifecycle.ReasonWaitingForCustomer, "waiting for the buyer's Stripe customer")
-	s.event(corev1.EventTypeNormal, eventReasonPending, "purchase of %s for %s accepted; waiting for payment", s.p.Spec.EntityID, formatPrice(&s.p.Spec.Price))
 	return ctrl.Result{}, nil
 }
 
@@ -381,7 +378,15 @@ func (r *PurchaseReconciler) reconcileCheckoutSession(ctx context.Context, s *pu
 	if p.Status.Phase != v1alpha1.PurchasePending || p.Status.CheckoutSessionID != "" || p.Status.StripeCustomerID == "" {
 		return ctrl.Result{}, nil
 	}
-	if exp := p.Status.CheckoutSessionExpiresAt; exp == nil || exp.Sub(s.now) < r.sessionTTL()+sessionReuseMargin {
+	exp := p.Status.CheckoutSessionExpiresAt
+	switch first := r.firstExpiry(p); {
+	case exp == nil && first.Sub(s.now) >= r.sessionTTL()+sessionReuseMargin:
+		// The first attempt's expires_at (and so its idempotency key)
+		// follows from the creation time: a retry after a crash computes
+		// the same one and Stripe replays the first answer, so it need not
+		// be stored before the call. It is stored with the session.
+		p.Status.CheckoutSessionExpiresAt = &first
+	case exp == nil || exp.Sub(s.now) < r.sessionTTL()+sessionReuseMargin:
 		at := metav1.NewTime(s.now.Add(r.sessionTTL() + sessionCreateWindow).UTC().Truncate(time.Second))
 		p.Status.CheckoutSessionExpiresAt = &at
 		s.setReady(metav1.ConditionFalse, lifecycle.ReasonCreatingCheckoutSession, "creating the checkout session")
@@ -460,7 +465,6 @@ func (r *PurchaseReconciler) reconcileCheckoutSession(ctx context.Context, s *pu
 	s.sessionCreated = true
 	s.setReady(metav1.ConditionTrue, lifecycle.ReasonCheckoutSessionOpen,
 		fmt.Sprintf("checkout session %s is open until %s", sess.ID, p.Status.CheckoutSessionExpiresAt.UTC().Format(time.RFC3339)))
-	s.event(corev1.EventTypeNormal, eventReasonCheckoutSessionCreated, "checkout session %s created", sess.ID)
 	ctrl.LoggerFrom(ctx).V(1).Info("created checkout session", "session", sess.ID)
 	return ctrl.Result{}, nil
 }
@@ -1264,6 +1268,13 @@ func (r *PurchaseReconciler) clock() clock.PassiveClock {
 		return clock.RealClock{}
 	}
 	return r.Clock
+}
+
+// firstExpiry is the expires_at of a purchase's first session create: its
+// creation time (as stored, to the second) plus the session's lifetime and
+// the create window.
+func (r *PurchaseReconciler) firstExpiry(p *v1alpha1.Purchase) metav1.Time {
+	return metav1.NewTime(p.CreationTimestamp.UTC().Truncate(time.Second).Add(r.sessionTTL() + sessionCreateWindow))
 }
 
 func (r *PurchaseReconciler) sessionTTL() time.Duration {

@@ -627,6 +627,10 @@ func (s *Server) createPurchaseObject(ctx context.Context, userID string, in cre
 				Name:      naming.NewPurchaseName(),
 				Namespace: s.opts.Namespace,
 				Labels:    naming.PurchaseLabels(userID, in.EntityID, product.Name),
+				// The Purchase controller's finalizer (it expires the
+				// checkout session on deletion), set here so that adding it
+				// costs no write of its own.
+				Finalizers: []string{v1alpha1.PurchaseFinalizer},
 			},
 			Spec: v1alpha1.PurchaseSpec{
 				ProductRef:         product.Name,
@@ -653,7 +657,7 @@ func (s *Server) createPurchaseObject(ctx context.Context, userID string, in cre
 // checkoutSettled is true once waiting on a Purchase can end: its session
 // is ready, or it left Pending.
 func checkoutSettled(p *v1alpha1.Purchase) bool {
-	if phaseOf(p) != v1alpha1.PurchasePending {
+	if phaseOf(p) != v1alpha1.PurchasePending || !p.DeletionTimestamp.IsZero() {
 		return true
 	}
 	return p.Status.CheckoutSessionID != "" && meta.IsStatusConditionTrue(p.Status.Conditions, v1alpha1.ConditionReady)
@@ -682,6 +686,11 @@ func (s *Server) waitForCheckout(ctx context.Context, userID, name string) creat
 
 	switch phaseOf(p) {
 	case v1alpha1.PurchasePending:
+		if !p.DeletionTimestamp.IsZero() {
+			// Being deleted: the controller expires its session.
+			log.Info("purchase is being deleted while waiting for its checkout")
+			return failed(checkoutEndedError())
+		}
 		// The buyer may have finished this checkout (delayed payment)
 		// since the purchase was picked for reuse.
 		if paymentProcessing(p) {
@@ -734,7 +743,17 @@ func checkoutEndedError() *apiError {
 func (s *Server) readClientSecret(ctx context.Context, p *v1alpha1.Purchase) (string, *apiError) {
 	log := logr.FromContextOrDiscard(ctx).WithValues("purchase", p.Name)
 	var secret corev1.Secret
-	err := s.opts.APIReader.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: p.Name}, &secret)
+	// The cache holds the client secret Secrets, but one written a moment
+	// ago may not be in it yet, or be there in an older version (for an
+	// earlier session). A cached one is used only when it is visibly the
+	// recorded session's (Stripe's client secrets start with the session
+	// id); anything else is read from the apiserver.
+	key := client.ObjectKey{Namespace: p.Namespace, Name: p.Name}
+	err := s.opts.Client.Get(ctx, key, &secret)
+	if err != nil || p.Status.CheckoutSessionID == "" ||
+		!strings.HasPrefix(string(secret.Data[clientSecretKey]), p.Status.CheckoutSessionID+"_secret_") {
+		err = s.opts.APIReader.Get(ctx, key, &secret)
+	}
 	if apierrors.IsNotFound(err) {
 		log.Error(err, "purchase is Ready but its client secret is missing")
 		return "", newError(http.StatusServiceUnavailable, CodeCheckoutNotReady, "the checkout is being prepared; retry the same request shortly").

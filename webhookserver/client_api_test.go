@@ -254,8 +254,21 @@ func TestCreatePurchase_CheckoutEndedWhileWaitingIs409(t *testing.T) {
 	h.setStatus(p)
 	ended(call.answer(t))
 
-	// Deleted.
+	// Deleted. The API creates purchases with the controller's finalizer;
+	// with no controller here, the test lets go of it as the controller would.
+	var latest v1alpha1.Purchase
+	if err := env.Client.Get(h.ctx, client.ObjectKeyFromObject(p), &latest); err != nil {
+		t.Fatal(err)
+	}
+	if len(latest.Finalizers) != 1 || latest.Finalizers[0] != v1alpha1.PurchaseFinalizer {
+		t.Fatalf("created purchase has finalizers %v, want [%s]", latest.Finalizers, v1alpha1.PurchaseFinalizer)
+	}
 	if err := env.Client.Delete(h.ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	base := latest.DeepCopy()
+	latest.Finalizers = nil
+	if err := env.Client.Patch(h.ctx, &latest, client.MergeFrom(base)); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, func() bool { return len(h.purchases()) == 0 }, "purchase never went away")

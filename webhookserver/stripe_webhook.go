@@ -248,15 +248,27 @@ func (s *Server) findPurchase(ctx context.Context, md map[string]string, clientR
 	}
 }
 
-// applyToPurchase reads the Purchase from the apiserver (so a stale cache
-// never loses an update), applies the observation, and patches status with an
-// optimistic lock, re-reading and re-applying on conflict. Phase changes are
-// recorded as Kubernetes Events.
+// applyToPurchase applies the observation to the Purchase and patches status
+// with an optimistic lock, re-reading and re-applying on conflict. Phase
+// changes are recorded as Kubernetes Events. The first try reads the cache,
+// which usually holds the latest Purchase: a change computed from it is
+// stored only if it is the latest (the lock), and any other answer (nothing
+// to change, not this purchase, ...) is decided again from the apiserver, so
+// a stale cache never loses an update.
 func (s *Server) applyToPurchase(ctx context.Context, name string, apply func(*v1alpha1.Purchase, time.Time) (lifecycle.Result, error)) (string, error) {
 	log := logr.FromContextOrDiscard(ctx).WithValues("purchase", name)
+	fromCache := true
 	for range statusPatchAttempts {
 		var p v1alpha1.Purchase
-		err := s.opts.APIReader.Get(ctx, client.ObjectKey{Namespace: s.opts.Namespace, Name: name}, &p)
+		reader := s.opts.APIReader
+		if fromCache {
+			reader = s.opts.Client
+		}
+		err := reader.Get(ctx, client.ObjectKey{Namespace: s.opts.Namespace, Name: name}, &p)
+		if fromCache && err != nil {
+			fromCache = false
+			continue
+		}
 		if apierrors.IsNotFound(err) {
 			log.Info("event is for a purchase that does not exist here")
 			return outcomeUnknownPurchase, nil
@@ -266,6 +278,11 @@ func (s *Server) applyToPurchase(ctx context.Context, name string, apply func(*v
 		}
 		base := p.DeepCopy()
 		res, err := apply(&p, s.opts.Clock.Now())
+		if fromCache && (err != nil || !res.Changed) {
+			fromCache = false
+			continue
+		}
+		fromCache = false
 		switch {
 		case errors.Is(err, lifecycle.ErrNotThisPurchase):
 			log.Info("event does not belong to the purchase it names", "reason", err.Error())
