@@ -44,6 +44,11 @@ type Config struct {
 	// MaxPendingPerUser caps each user's unpaid purchases; 0 disables the cap.
 	MaxPendingPerUser int
 
+	// KubeAPIQPS and KubeAPIBurst are the client-side rate limit of the
+	// operator's requests to the apiserver (a token bucket).
+	KubeAPIQPS   float64
+	KubeAPIBurst int
+
 	AuthHS256SecretFile string
 	AuthJWKSURL         string
 	AuthOIDCIssuer      string
@@ -75,6 +80,8 @@ func DefaultConfig() Config {
 		RetentionTerminal:      168 * time.Hour,
 		CreateRatePerMinute:    10,
 		CreateBurst:            5,
+		KubeAPIQPS:             200,
+		KubeAPIBurst:           400,
 		MaxPendingPerUser:      10,
 		AuthAdminClaim:         "roles",
 		AuthAdminRole:          "admin",
@@ -119,6 +126,8 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.CreateTimeout, "create-timeout", c.CreateTimeout, "how long POST /purchases waits for the checkout session before answering 503")
 	fs.DurationVar(&c.RetentionTerminal, "retention-terminal", c.RetentionTerminal, "how long Canceled and Failed purchases are kept before deletion")
 	fs.Float64Var(&c.CreateRatePerMinute, "create-rate-per-minute", c.CreateRatePerMinute, "purchases one user may create a minute, sustained, before POST /purchases answers 429 with Retry-After; 0 disables the limit")
+	fs.Float64Var(&c.KubeAPIQPS, "kube-api-qps", c.KubeAPIQPS, "requests a second the operator sends the apiserver on average (each purchase takes about 6 writes; the apiserver's priority and fairness still applies)")
+	fs.IntVar(&c.KubeAPIBurst, "kube-api-burst", c.KubeAPIBurst, "requests the operator may send the apiserver at once above --kube-api-qps")
 	fs.IntVar(&c.CreateBurst, "create-burst", c.CreateBurst, "purchases one user may create at once before --create-rate-per-minute applies (at least 1 while the rate limit is on)")
 	fs.IntVar(&c.MaxPendingPerUser, "max-pending-per-user", c.MaxPendingPerUser, "unpaid (Pending) purchases one user may have open before POST /purchases answers 429; 0 disables the cap")
 	fs.StringVar(&c.AuthHS256SecretFile, "auth-hs256-secret-file", c.AuthHS256SecretFile, "file holding the shared HS256 JWT secret (development and tests)")
@@ -209,6 +218,12 @@ func (c *Config) Validate() error {
 		add("--create-rate-per-minute=%v must be a finite number of purchases a minute, at least 0 (0 disables the limit)", c.CreateRatePerMinute)
 	case c.CreateRatePerMinute > 0 && c.CreateBurst < 1:
 		add("--create-burst=%d must be at least 1 while --create-rate-per-minute is set, or no purchase could ever be created", c.CreateBurst)
+	}
+	if math.IsNaN(c.KubeAPIQPS) || math.IsInf(c.KubeAPIQPS, 0) || c.KubeAPIQPS <= 0 {
+		add("--kube-api-qps=%v must be a positive number of requests a second", c.KubeAPIQPS)
+	}
+	if c.KubeAPIBurst < 1 {
+		add("--kube-api-burst=%d must be at least 1", c.KubeAPIBurst)
 	}
 	if c.MaxPendingPerUser < 0 {
 		add("--max-pending-per-user=%d must be at least 0 (0 disables the cap)", c.MaxPendingPerUser)
