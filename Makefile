@@ -20,6 +20,8 @@ STRIPE_MOCK ?= $(LOCALBIN)/stripe-mock-$(STRIPE_MOCK_VERSION)
 
 # go test flags; -race where it fits CI's time budget.
 TEST_FLAGS ?= -race -count=1
+# How long `make test-fuzz` runs each fuzz target.
+FUZZTIME ?= 10s
 .PHONY: all
 all: build
 
@@ -60,7 +62,7 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint.
 ##@ Test
 
 .PHONY: test
-test: verify-generated vet test-unit test-contract test-e2e ## Run every test (generated-files check, vet, unit + envtest, contract, end to end).
+test: verify-generated vet test-unit test-contract test-e2e test-fuzz ## Run every test (generated-files check, vet, unit + envtest, contract, end to end, bounded fuzzing).
 
 .PHONY: envtest
 envtest: ## Build (or reuse) kube-apiserver and etcd for envtest and print their directory.
@@ -77,6 +79,15 @@ test-contract: $(STRIPE_MOCK) ## Stripe client against stripe-mock and the emula
 .PHONY: test-e2e
 test-e2e: ## End-to-end: the built operator and emulator as processes, HTTP only (E2E_KUBECONFIG for a real cluster).
 	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" $(GO) test -tags e2e -count=1 -timeout 30m ./test/e2e/
+
+.PHONY: test-fuzz
+test-fuzz: ## Run every fuzz target for FUZZTIME (default 10s) each, from the checked-in corpora.
+	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
+
+.PHONY: bench
+bench: ## Benchmarks against the physical limit on the local control plane + emulator; prints a table, writes bench/results.json.
+	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" $(GO) run ./hack/bench $(BENCH_FLAGS)
+	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" $(GO) test -run '^$$' -bench . -benchmem ./internal/lifecycle/ ./internal/stripe/ ./internal/auth/ ./webhookserver/
 
 ##@ Build
 

@@ -114,6 +114,15 @@ func (e *Env) AdminKubeconfig() ([]byte, error) {
 	return kc, nil
 }
 
+// EtcdURL is the client URL of the control plane's etcd, for reading its
+// metrics and maintenance endpoints.
+func (e *Env) EtcdURL() string {
+	if e.env.ControlPlane.Etcd == nil || e.env.ControlPlane.Etcd.URL == nil {
+		return ""
+	}
+	return e.env.ControlPlane.Etcd.URL.String()
+}
+
 // Stop stops the control plane.
 func (e *Env) Stop() error {
 	return e.env.Stop()
