@@ -14,6 +14,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"github.com/md-platform/paytoview-operator/api/v1alpha1"
@@ -47,6 +48,8 @@ type CustomerReconciler struct {
 	Client   client.Client
 	Stripe   CustomerStripe
 	Recorder events.EventRecorder
+	// Workers is how many Customers are reconciled at once; 0 means 1.
+	Workers int
 }
 
 // +kubebuilder:rbac:groups=paytoview.md-platform.io,resources=customers,verbs=get;list;watch
@@ -59,6 +62,7 @@ func (r *CustomerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.Customer{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Named("customer").
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Complete(r)
 }
 

@@ -25,6 +25,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -143,6 +144,10 @@ type PurchaseReconciler struct {
 	// Clock is the time source; nil means the wall clock.
 	Clock clock.PassiveClock
 
+	// Workers is how many purchases are reconciled at once (never the same
+	// one twice at once); a reconcile waits on Stripe, so one worker would
+	// bound the whole operator by Stripe's latency. 0 means 1.
+	Workers int
 	// SessionTTL is the least lifetime of a checkout session
 	// (DefaultSessionTTL when 0); sessions are created with up to three
 	// minutes more, and never more than 24 hours.
@@ -200,6 +205,7 @@ func (r *PurchaseReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(becameCompleted())).
 		Watches(&v1alpha1.Purchase{}, countTransitions()).
 		Named("purchase").
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Complete(r)
 }
 

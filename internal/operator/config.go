@@ -48,6 +48,8 @@ type Config struct {
 	// operator's requests to the apiserver (a token bucket).
 	KubeAPIQPS   float64
 	KubeAPIBurst int
+	// Workers is how many Purchases (and Customers) are reconciled at once.
+	Workers int
 
 	AuthHS256SecretFile string
 	AuthJWKSURL         string
@@ -82,6 +84,7 @@ func DefaultConfig() Config {
 		CreateBurst:            5,
 		KubeAPIQPS:             200,
 		KubeAPIBurst:           400,
+		Workers:                16,
 		MaxPendingPerUser:      10,
 		AuthAdminClaim:         "roles",
 		AuthAdminRole:          "admin",
@@ -127,6 +130,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.RetentionTerminal, "retention-terminal", c.RetentionTerminal, "how long Canceled and Failed purchases are kept before deletion")
 	fs.Float64Var(&c.CreateRatePerMinute, "create-rate-per-minute", c.CreateRatePerMinute, "purchases one user may create a minute, sustained, before POST /purchases answers 429 with Retry-After; 0 disables the limit")
 	fs.Float64Var(&c.KubeAPIQPS, "kube-api-qps", c.KubeAPIQPS, "requests a second the operator sends the apiserver on average (each purchase takes about 6 writes; the apiserver's priority and fairness still applies)")
+	fs.IntVar(&c.Workers, "workers", c.Workers, "purchases (and customers) reconciled at once; each reconcile may wait on Stripe, so this bounds how many Stripe calls are in flight")
 	fs.IntVar(&c.KubeAPIBurst, "kube-api-burst", c.KubeAPIBurst, "requests the operator may send the apiserver at once above --kube-api-qps")
 	fs.IntVar(&c.CreateBurst, "create-burst", c.CreateBurst, "purchases one user may create at once before --create-rate-per-minute applies (at least 1 while the rate limit is on)")
 	fs.IntVar(&c.MaxPendingPerUser, "max-pending-per-user", c.MaxPendingPerUser, "unpaid (Pending) purchases one user may have open before POST /purchases answers 429; 0 disables the cap")
@@ -221,6 +225,9 @@ func (c *Config) Validate() error {
 	}
 	if math.IsNaN(c.KubeAPIQPS) || math.IsInf(c.KubeAPIQPS, 0) || c.KubeAPIQPS <= 0 {
 		add("--kube-api-qps=%v must be a positive number of requests a second", c.KubeAPIQPS)
+	}
+	if c.Workers < 1 {
+		add("--workers=%d must be at least 1", c.Workers)
 	}
 	if c.KubeAPIBurst < 1 {
 		add("--kube-api-burst=%d must be at least 1", c.KubeAPIBurst)

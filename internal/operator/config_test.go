@@ -126,6 +126,7 @@ func TestConfig_RejectsMissingAndContradictorySettings(t *testing.T) {
 		{"negative pending cap", []string{"--max-pending-per-user=-1"}, nil, "--max-pending-per-user=-1 must be at least 0"},
 		{"zero kube API QPS", []string{"--kube-api-qps=0"}, nil, "--kube-api-qps=0 must be a positive number"},
 		{"kube API QPS not a number in env", nil, func(e map[string]string) { e["PAYTOVIEW_KUBE_API_QPS"] = "fast" }, "PAYTOVIEW_KUBE_API_QPS"},
+		{"zero workers", []string{"--workers=0"}, nil, "--workers=0 must be at least 1"},
 		{"zero kube API burst", []string{"--kube-api-burst=0"}, nil, "--kube-api-burst=0 must be at least 1"},
 		{"pending cap not an integer in env", nil, func(e map[string]string) { e["PAYTOVIEW_MAX_PENDING_PER_USER"] = "2.5" }, "PAYTOVIEW_MAX_PENDING_PER_USER"},
 	}

@@ -100,12 +100,13 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 	}
 	if err := (&controllers.CustomerReconciler{
 		Client: mgr.GetClient(), Stripe: stripeClient, Recorder: mgr.GetEventRecorder("customer-controller"),
+		Workers: cfg.Workers,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Customer controller: %w", err)
 	}
 	if err := (&controllers.PurchaseReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Stripe: stripeClient, Recorder: mgr.GetEventRecorder("purchase-controller"),
-		SessionTTL: cfg.CheckoutSessionTTL, RetentionTerminal: cfg.RetentionTerminal,
+		SessionTTL: cfg.CheckoutSessionTTL, RetentionTerminal: cfg.RetentionTerminal, Workers: cfg.Workers,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Purchase controller: %w", err)
 	}
