@@ -103,10 +103,10 @@ func printTable(out io.Writer, r Results, o options) {
 	if len(r.Memory) > 0 {
 		fmt.Fprintf(out, "\nmemory (operator process; Purchase object %d bytes as JSON):\n", r.ObjectBytes)
 		tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "purchases\tRSS MiB\tlive heap MiB\tRSS B/purchase\theap B/purchase\tetcd B/purchase\tready s\tseeded/s\t")
+		fmt.Fprintln(tw, "purchases\tRSS MiB\tlive heap MiB\tRSS B/purchase\theap B/purchase\tetcd B/purchase\tready s\tsettled s\tseeded/s\t")
 		for _, m := range r.Memory {
-			fmt.Fprintf(tw, "%d\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%.0f\t\n", m.Purchases, float64(m.RSSBytes)/(1<<20), float64(m.LiveHeapBytes)/(1<<20),
-				m.RSSPerPurchase, m.HeapPerPurchase, m.EtcdBytesPerPurchase, m.ReadySeconds, m.SeedPerSecond)
+			fmt.Fprintf(tw, "%d\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%.0f\t%.0f\t\n", m.Purchases, float64(m.RSSBytes)/(1<<20), float64(m.LiveHeapBytes)/(1<<20),
+				m.RSSPerPurchase, m.HeapPerPurchase, m.EtcdBytesPerPurchase, m.ReadySeconds, m.SettledSeconds, m.SeedPerSecond)
 		}
 		_ = tw.Flush()
 	}
