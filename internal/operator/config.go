@@ -44,8 +44,10 @@ type Config struct {
 	// MaxPendingPerUser caps each user's unpaid purchases; 0 disables the cap.
 	MaxPendingPerUser int
 
-	// KubeAPIQPS and KubeAPIBurst are the client-side rate limit of the
-	// operator's requests to the apiserver (a token bucket).
+	// KubeAPIQPS and KubeAPIBurst are a client-side rate limit of the
+	// operator's requests to the apiserver (a token bucket); 0 keeps the
+	// client's own (controller-runtime: none, the apiserver's priority and
+	// fairness applies).
 	KubeAPIQPS   float64
 	KubeAPIBurst int
 	// Workers is how many Purchases (and Customers) are reconciled at once.
@@ -82,8 +84,6 @@ func DefaultConfig() Config {
 		RetentionTerminal:      168 * time.Hour,
 		CreateRatePerMinute:    10,
 		CreateBurst:            5,
-		KubeAPIQPS:             200,
-		KubeAPIBurst:           400,
 		Workers:                16,
 		MaxPendingPerUser:      10,
 		AuthAdminClaim:         "roles",
@@ -129,9 +129,9 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.CreateTimeout, "create-timeout", c.CreateTimeout, "how long POST /purchases waits for the checkout session before answering 503")
 	fs.DurationVar(&c.RetentionTerminal, "retention-terminal", c.RetentionTerminal, "how long Canceled and Failed purchases are kept before deletion")
 	fs.Float64Var(&c.CreateRatePerMinute, "create-rate-per-minute", c.CreateRatePerMinute, "purchases one user may create a minute, sustained, before POST /purchases answers 429 with Retry-After; 0 disables the limit")
-	fs.Float64Var(&c.KubeAPIQPS, "kube-api-qps", c.KubeAPIQPS, "requests a second the operator sends the apiserver on average (each purchase takes about 6 writes; the apiserver's priority and fairness still applies)")
+	fs.Float64Var(&c.KubeAPIQPS, "kube-api-qps", c.KubeAPIQPS, "a client-side limit of the requests a second the operator sends the apiserver (each purchase takes about 6 writes); 0 sets none and leaves it to the apiserver's priority and fairness")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "purchases (and customers) reconciled at once; each reconcile may wait on Stripe, so this bounds how many Stripe calls are in flight")
-	fs.IntVar(&c.KubeAPIBurst, "kube-api-burst", c.KubeAPIBurst, "requests the operator may send the apiserver at once above --kube-api-qps")
+	fs.IntVar(&c.KubeAPIBurst, "kube-api-burst", c.KubeAPIBurst, "requests the operator may send the apiserver at once above --kube-api-qps (at least 1 when --kube-api-qps is set)")
 	fs.IntVar(&c.CreateBurst, "create-burst", c.CreateBurst, "purchases one user may create at once before --create-rate-per-minute applies (at least 1 while the rate limit is on)")
 	fs.IntVar(&c.MaxPendingPerUser, "max-pending-per-user", c.MaxPendingPerUser, "unpaid (Pending) purchases one user may have open before POST /purchases answers 429; 0 disables the cap")
 	fs.StringVar(&c.AuthHS256SecretFile, "auth-hs256-secret-file", c.AuthHS256SecretFile, "file holding the shared HS256 JWT secret (development and tests)")
@@ -223,14 +223,14 @@ func (c *Config) Validate() error {
 	case c.CreateRatePerMinute > 0 && c.CreateBurst < 1:
 		add("--create-burst=%d must be at least 1 while --create-rate-per-minute is set, or no purchase could ever be created", c.CreateBurst)
 	}
-	if math.IsNaN(c.KubeAPIQPS) || math.IsInf(c.KubeAPIQPS, 0) || c.KubeAPIQPS <= 0 {
-		add("--kube-api-qps=%v must be a positive number of requests a second", c.KubeAPIQPS)
+	if math.IsNaN(c.KubeAPIQPS) || math.IsInf(c.KubeAPIQPS, 0) || c.KubeAPIQPS < 0 {
+		add("--kube-api-qps=%v must be a finite number of requests a second, at least 0 (0 sets no client-side limit)", c.KubeAPIQPS)
 	}
 	if c.Workers < 1 {
 		add("--workers=%d must be at least 1", c.Workers)
 	}
-	if c.KubeAPIBurst < 1 {
-		add("--kube-api-burst=%d must be at least 1", c.KubeAPIBurst)
+	if c.KubeAPIQPS > 0 && c.KubeAPIBurst < 1 {
+		add("--kube-api-burst=%d must be at least 1 while --kube-api-qps is set", c.KubeAPIBurst)
 	}
 	if c.MaxPendingPerUser < 0 {
 		add("--max-pending-per-user=%d must be at least 0 (0 disables the cap)", c.MaxPendingPerUser)

@@ -124,10 +124,10 @@ func TestConfig_RejectsMissingAndContradictorySettings(t *testing.T) {
 		{"zero burst with a rate", []string{"--create-burst=0"}, nil, "--create-burst=0 must be at least 1"},
 		{"negative burst in env", nil, func(e map[string]string) { e["PAYTOVIEW_CREATE_BURST"] = "-3" }, "--create-burst=-3 must be at least 1"},
 		{"negative pending cap", []string{"--max-pending-per-user=-1"}, nil, "--max-pending-per-user=-1 must be at least 0"},
-		{"zero kube API QPS", []string{"--kube-api-qps=0"}, nil, "--kube-api-qps=0 must be a positive number"},
+		{"negative kube API QPS", []string{"--kube-api-qps=-1"}, nil, "--kube-api-qps=-1 must be a finite number"},
 		{"kube API QPS not a number in env", nil, func(e map[string]string) { e["PAYTOVIEW_KUBE_API_QPS"] = "fast" }, "PAYTOVIEW_KUBE_API_QPS"},
 		{"zero workers", []string{"--workers=0"}, nil, "--workers=0 must be at least 1"},
-		{"zero kube API burst", []string{"--kube-api-burst=0"}, nil, "--kube-api-burst=0 must be at least 1"},
+		{"zero kube API burst with a QPS", []string{"--kube-api-qps=50", "--kube-api-burst=0"}, nil, "--kube-api-burst=0 must be at least 1 while --kube-api-qps is set"},
 		{"pending cap not an integer in env", nil, func(e map[string]string) { e["PAYTOVIEW_MAX_PENDING_PER_USER"] = "2.5" }, "PAYTOVIEW_MAX_PENDING_PER_USER"},
 	}
 	for _, c := range cases {

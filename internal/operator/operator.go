@@ -40,8 +40,10 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, log logr.Logger)
 		return err
 	}
 	ctx = logr.NewContext(ctx, log)
-	restCfg = rest.CopyConfig(restCfg)
-	restCfg.QPS, restCfg.Burst = float32(cfg.KubeAPIQPS), cfg.KubeAPIBurst
+	if cfg.KubeAPIQPS > 0 {
+		restCfg = rest.CopyConfig(restCfg)
+		restCfg.QPS, restCfg.Burst = float32(cfg.KubeAPIQPS), cfg.KubeAPIBurst
+	}
 
 	stripeClient, err := stripe.New(stripe.Config{SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase})
 	if err != nil {
