@@ -95,6 +95,11 @@ func (r *PurchaseReconciler) stale(ctx context.Context, p *v1alpha1.Purchase) (b
 const (
 	sessionCreateWindow = 3 * time.Minute
 	sessionReuseMargin  = time.Minute
+	// firstExpiryWindow is how long after its creation a purchase's first
+	// create uses the expires_at derived from the creation time (see
+	// firstExpiry); a later first create stores a fresh one before the call,
+	// so its retries keep a full window to replay it.
+	firstExpiryWindow = time.Minute
 )
 
 // Event reasons of the Purchase controller that are not lifecycle's.
@@ -385,12 +390,16 @@ func (r *PurchaseReconciler) reconcileCheckoutSession(ctx context.Context, s *pu
 		return ctrl.Result{}, nil
 	}
 	exp := p.Status.CheckoutSessionExpiresAt
-	switch first := r.firstExpiry(p); {
-	case exp == nil && first.Sub(s.now) >= r.sessionTTL()+sessionReuseMargin:
-		// The first attempt's expires_at (and so its idempotency key)
-		// follows from the creation time: a retry after a crash computes
-		// the same one and Stripe replays the first answer, so it need not
-		// be stored before the call. It is stored with the session.
+	age := s.now.Sub(p.CreationTimestamp.Time)
+	switch {
+	case exp == nil && age >= -firstExpiryWindow && age <= firstExpiryWindow:
+		// Within a minute of creation, the first attempt's expires_at (and
+		// so its idempotency key) follows from the creation time: a retry
+		// after a crash computes the same one and Stripe replays the first
+		// answer, so it need not be stored before the call. It is stored
+		// with the session (or by the deferred commit if the call fails).
+		// A clock far off the apiserver's takes the path below.
+		first := r.firstExpiry(p)
 		p.Status.CheckoutSessionExpiresAt = &first
 	case exp == nil || exp.Sub(s.now) < r.sessionTTL()+sessionReuseMargin:
 		at := metav1.NewTime(s.now.Add(r.sessionTTL() + sessionCreateWindow).UTC().Truncate(time.Second))
@@ -464,7 +473,7 @@ func (r *PurchaseReconciler) reconcileCheckoutSession(ctx context.Context, s *pu
 	if sess.ClientSecret == "" {
 		return ctrl.Result{}, fmt.Errorf("stripe returned checkout session %s without a client secret", sess.ID)
 	}
-	if err := r.writeClientSecret(ctx, p, sess.ClientSecret); err != nil {
+	if err := r.writeClientSecret(ctx, p, sess.ID, sess.ClientSecret); err != nil {
 		return ctrl.Result{}, err
 	}
 	p.Status.CheckoutSessionID = sess.ID
@@ -504,13 +513,15 @@ func sessionParams(p *v1alpha1.Purchase) stripe.CreateSessionParams {
 	}
 }
 
-// writeClientSecret creates or updates the Secret holding the client secret.
-func (r *PurchaseReconciler) writeClientSecret(ctx context.Context, p *v1alpha1.Purchase, clientSecret string) error {
+// writeClientSecret creates or updates the Secret holding the client secret
+// of session sessionID, annotated with the session id.
+func (r *PurchaseReconciler) writeClientSecret(ctx context.Context, p *v1alpha1.Purchase, sessionID, clientSecret string) error {
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name}}
 	err := r.Client.Get(ctx, client.ObjectKeyFromObject(sec), sec)
 	switch {
 	case apierrors.IsNotFound(err):
 		sec.Labels = map[string]string{LabelClientSecret: "true"}
+		sec.Annotations = map[string]string{v1alpha1.AnnotationCheckoutSession: sessionID}
 		sec.Type = corev1.SecretTypeOpaque
 		sec.Data = map[string][]byte{ClientSecretKey: []byte(clientSecret)}
 		if err := controllerutil.SetControllerReference(p, sec, r.Client.Scheme()); err != nil {
@@ -528,13 +539,18 @@ func (r *PurchaseReconciler) writeClientSecret(ctx context.Context, p *v1alpha1.
 	if !metav1.IsControlledBy(sec, p) {
 		return reconcile.TerminalError(fmt.Errorf("secret %s exists and is not owned by the purchase; not overwriting it", klog.KObj(sec)))
 	}
-	if string(sec.Data[ClientSecretKey]) == clientSecret && sec.Labels[LabelClientSecret] == "true" {
+	if string(sec.Data[ClientSecretKey]) == clientSecret && sec.Labels[LabelClientSecret] == "true" &&
+		sec.Annotations[v1alpha1.AnnotationCheckoutSession] == sessionID {
 		return nil
 	}
 	if sec.Labels == nil {
 		sec.Labels = map[string]string{}
 	}
+	if sec.Annotations == nil {
+		sec.Annotations = map[string]string{}
+	}
 	sec.Labels[LabelClientSecret] = "true"
+	sec.Annotations[v1alpha1.AnnotationCheckoutSession] = sessionID
 	sec.Data = map[string][]byte{ClientSecretKey: []byte(clientSecret)}
 	if err := r.Client.Update(ctx, sec); err != nil {
 		return fmt.Errorf("updating client secret Secret %s: %w", klog.KObj(sec), err)
@@ -577,7 +593,7 @@ func (r *PurchaseReconciler) reconcileClientSecret(ctx context.Context, s *purch
 			ctrl.LoggerFrom(ctx).Info("cannot restore the client secret: stripe no longer replays the session create", "session", p.Status.CheckoutSessionID)
 			return ctrl.Result{}, nil
 		}
-		if err := r.writeClientSecret(ctx, p, sess.ClientSecret); err != nil {
+		if err := r.writeClientSecret(ctx, p, sess.ID, sess.ClientSecret); err != nil {
 			return ctrl.Result{}, err
 		}
 	}

@@ -731,33 +731,41 @@ func checkoutEndedError() *apiError {
 	return newError(http.StatusConflict, CodeCheckoutEnded, "this checkout ended before it could be used; retry to start a new one")
 }
 
-// readClientSecret reads the session's client secret from the Secret the
-// Purchase controller writes before it sets Ready.
-//
-// It reads from the apiserver, not from a cache, on purpose: the Secret and
-// the Purchase arrive through different watches, so a Secret informer can
-// lag behind the Purchase informer that said Ready, while a direct read after
-// Ready always finds the Secret (the controller writes it first). It also
-// spares every replica a cluster-wide Secret watch and keeps client secrets
-// out of its heap. The cost is one GET per checkout handed out.
+// readClientSecret returns the client secret of p's recorded checkout
+// session from the Secret the Purchase controller writes. The Secret is read
+// from the cache, which holds the client secret Secrets, and from the
+// apiserver when the cached one is missing or is not (yet) the recorded
+// session's: a Secret names its session in an annotation, and one naming
+// another session (a create that lost a race with a newer one) is never
+// handed out. Secrets written before the annotation existed are recognised
+// by the client secret, which Stripe starts with the session id, or, read
+// from the apiserver, taken as they are.
 func (s *Server) readClientSecret(ctx context.Context, p *v1alpha1.Purchase) (string, *apiError) {
 	log := logr.FromContextOrDiscard(ctx).WithValues("purchase", p.Name)
+	notReady := newError(http.StatusServiceUnavailable, CodeCheckoutNotReady, "the checkout is being prepared; retry the same request shortly").
+		withRetryAfter(checkoutRetryAfter).withPurchase(p.Name)
+	session := p.Status.CheckoutSessionID
+	forSession := func(sec *corev1.Secret) (matches, known bool) {
+		if id, ok := sec.Annotations[v1alpha1.AnnotationCheckoutSession]; ok {
+			return id == session, true
+		}
+		return strings.HasPrefix(string(sec.Data[clientSecretKey]), session+"_secret_"), false
+	}
 	var secret corev1.Secret
-	// The cache holds the client secret Secrets, but one written a moment
-	// ago may not be in it yet, or be there in an older version (for an
-	// earlier session). A cached one is used only when it is visibly the
-	// recorded session's (Stripe's client secrets start with the session
-	// id); anything else is read from the apiserver.
 	key := client.ObjectKey{Namespace: p.Namespace, Name: p.Name}
 	err := s.opts.Client.Get(ctx, key, &secret)
-	if err != nil || p.Status.CheckoutSessionID == "" ||
-		!strings.HasPrefix(string(secret.Data[clientSecretKey]), p.Status.CheckoutSessionID+"_secret_") {
+	if matches, _ := forSession(&secret); err != nil || session == "" || !matches {
 		err = s.opts.APIReader.Get(ctx, key, &secret)
+		if err == nil {
+			if matches, known := forSession(&secret); known && !matches {
+				log.Info("client secret Secret is for another checkout session", "session", session)
+				return "", notReady
+			}
+		}
 	}
 	if apierrors.IsNotFound(err) {
 		log.Error(err, "purchase is Ready but its client secret is missing")
-		return "", newError(http.StatusServiceUnavailable, CodeCheckoutNotReady, "the checkout is being prepared; retry the same request shortly").
-			withRetryAfter(checkoutRetryAfter).withPurchase(p.Name)
+		return "", notReady
 	}
 	if err != nil {
 		return "", unavailableError(log, err, "could not read client secret")

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
@@ -464,5 +465,51 @@ func recordedEvents(r *events.FakeRecorder) []string {
 		default:
 			return out
 		}
+	}
+}
+
+// A client secret Secret naming another checkout session than the one the
+// Purchase records (a create that lost a race with a newer one wrote it
+// last) is never handed out: the buyer is told to retry until the Secret is
+// the recorded session's again.
+func TestCreatePurchase_NeverHandsOutAnotherSessionsClientSecret(t *testing.T) {
+	h := newHarness(t, harnessConfig{})
+	h.product("movie", nil)
+	id, cs := h.createOK("alice", "movie", "vid-1")
+	p := h.purchase(id)
+	if !strings.HasPrefix(cs, p.Status.CheckoutSessionID+"_secret_") {
+		t.Fatalf("client secret %q is not session %s's", cs, p.Status.CheckoutSessionID)
+	}
+	var sec corev1.Secret
+	if err := env.Client.Get(h.ctx, client.ObjectKeyFromObject(p), &sec); err != nil {
+		t.Fatal(err)
+	}
+	if got := sec.Annotations[v1alpha1.AnnotationCheckoutSession]; got != p.Status.CheckoutSessionID {
+		t.Fatalf("Secret names session %q, want %q", got, p.Status.CheckoutSessionID)
+	}
+
+	sec.Annotations[v1alpha1.AnnotationCheckoutSession] = "cs_test_another"
+	sec.Data["clientSecret"] = []byte("cs_test_another_secret_x")
+	if err := env.Client.Update(h.ctx, &sec); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func() bool {
+		var cached corev1.Secret
+		return h.mgr.GetClient().Get(h.ctx, client.ObjectKeyFromObject(&sec), &cached) == nil &&
+			cached.Annotations[v1alpha1.AnnotationCheckoutSession] == "cs_test_another"
+	}, "the cache never saw the changed Secret")
+	r := h.create("alice", "movie", "vid-1") // reuses the pending purchase
+	r.expectError(t, http.StatusServiceUnavailable, CodeCheckoutNotReady)
+	if strings.Contains(string(r.body), "another") {
+		t.Fatalf("answer leaks the other session's secret: %s", r.body)
+	}
+
+	sec.Annotations[v1alpha1.AnnotationCheckoutSession] = p.Status.CheckoutSessionID
+	sec.Data["clientSecret"] = []byte(cs)
+	if err := env.Client.Update(h.ctx, &sec); err != nil {
+		t.Fatal(err)
+	}
+	if again, cs2 := h.createOK("alice", "movie", "vid-1"); again != id || cs2 != cs {
+		t.Fatalf("create answered %s %s, want the reused %s %s", again, cs2, id, cs)
 	}
 }

@@ -37,6 +37,11 @@ const (
 	LabelProduct = "paytoview.md-platform.io/product"
 )
 
+// AnnotationCheckoutSession is set on the Secret holding a Purchase's client
+// secret: the id of the checkout session the client secret opens, so that
+// the API hands it out only for the session the Purchase records.
+const AnnotationCheckoutSession = "paytoview.md-platform.io/checkout-session"
+
 // Condition types shared by the kinds of this group.
 const (
 	// ConditionReady means the object's Stripe counterpart exists and is usable:
