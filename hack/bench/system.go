@@ -130,9 +130,10 @@ func startSystem(ctx context.Context, dir string) (*system, error) {
 	ctrl.SetLogger(log)
 	klog.SetLogger(log)
 
-	// The operator's client counts every write it sends; operator.Run sets
-	// its rate limit from cfg, as in the binary.
+	// The operator's client counts every request it sends and, as main.go
+	// gets it from controller-runtime, has no client-side rate limit.
 	restCfg := rest.CopyConfig(env.Config)
+	restCfg.QPS, restCfg.Burst = -1, 0
 	s.writes = &writeCounter{counts: map[string]int{}}
 	restCfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { s.writes.next = rt; return s.writes })
 
