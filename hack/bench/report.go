@@ -87,17 +87,17 @@ func printTable(out io.Writer, r Results, o options) {
 		}
 	}
 	_ = tw.Flush()
-	fmt.Fprintf(out, "\nwebhook outcomes: %s\n", formatCounts(w.Outcomes))
-	fmt.Fprintf(out, "purchases at the end: %s\n", formatCounts(r.FinalPhases))
-	fmt.Fprintf(out, "CPU ms per create (highest concurrency): %s\n", formatFloats(r.CPUPerCreate))
-	fmt.Fprintf(out, "CPU ms per webhook: %s\n", formatFloats(r.CPUPerWebhook))
+	fmt.Fprintf(out, "\nwebhook outcomes: %s\n", formatMap(w.Outcomes, "%s=%d"))
+	fmt.Fprintf(out, "purchases at the end: %s\n", formatMap(r.FinalPhases, "%s=%d"))
+	fmt.Fprintf(out, "CPU ms per create (highest concurrency): %s\n", formatMap(r.CPUPerCreate, "%s %.2f"))
+	fmt.Fprintf(out, "CPU ms per webhook: %s\n", formatMap(r.CPUPerWebhook, "%s %.2f"))
 
 	fmt.Fprintln(out, "\napiserver writes per purchase (create → Completed):")
 	for _, row := range []struct {
 		name string
 		w    Writes
 	}{{"new user", r.WritesNew}, {"returning user", r.WritesReturn}} {
-		fmt.Fprintf(out, "  %-15s %.2f writes, %.2f uncached reads  (%s)\n", row.name, row.w.PerPurchase, row.w.ReadsPerPurchase, formatFloats(row.w.ByRequest))
+		fmt.Fprintf(out, "  %-15s %.2f writes, %.2f uncached reads  (%s)\n", row.name, row.w.PerPurchase, row.w.ReadsPerPurchase, formatMap(row.w.ByRequest, "%s %.2f"))
 	}
 
 	if len(r.Memory) > 0 {
@@ -121,7 +121,8 @@ func printTable(out io.Writer, r Results, o options) {
 	}
 }
 
-func formatFloats(m map[string]float64) string {
+// formatMap prints m's entries in key order, each with format (key, value).
+func formatMap[V int | float64](m map[string]V, format string) string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -132,7 +133,7 @@ func formatFloats(m map[string]float64) string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "%s %.2f", k, m[k])
+		fmt.Fprintf(&b, format, k, m[k])
 	}
 	return b.String()
 }
