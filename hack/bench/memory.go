@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/md-platform/paytoview-operator/api/v1alpha1"
+	"github.com/md-platform/paytoview-operator/internal/lifecycle"
 	"github.com/md-platform/paytoview-operator/internal/naming"
 	"github.com/md-platform/paytoview-operator/internal/testenv"
 )
@@ -266,7 +267,10 @@ func seed(ctx context.Context, c client.Client, ns string, tmpl v1alpha1.Purchas
 		i += from
 		user, entity := seedUser(i/purchasesPerUser), fmt.Sprintf("mem-video-%d", i)
 		p := &v1alpha1.Purchase{
-			ObjectMeta: metav1.ObjectMeta{Name: naming.NewPurchaseName(), Namespace: ns, Labels: naming.PurchaseLabels(user, entity, productName)},
+			ObjectMeta: metav1.ObjectMeta{
+				Name: naming.NewPurchaseName(), Namespace: ns, Labels: naming.PurchaseLabels(user, entity, productName),
+				Finalizers: tmpl.Finalizers,
+			},
 			Spec:       *tmpl.Spec.DeepCopy(),
 		}
 		p.Spec.UserID, p.Spec.EntityID = user, entity
@@ -280,6 +284,8 @@ func seed(ctx context.Context, c client.Client, ns string, tmpl v1alpha1.Purchas
 		p.Status.CompletedAt = &now
 		until := metav1.NewTime(now.Add(7 * 24 * time.Hour))
 		p.Status.ExpiresAt = &until
+		p.Status.ObservedGeneration = p.Generation
+		lifecycle.Refresh(p, now.Time) // conditions as the controller would have them
 		return c.Status().Update(ctx, p)
 	})
 	return l.PerSecond, err
