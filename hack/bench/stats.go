@@ -68,7 +68,7 @@ func loadUntil(ctx context.Context, concurrency, total int, deadline time.Time, 
 	var (
 		next     atomic.Int64
 		mu       sync.Mutex
-		ds       = make([]time.Duration, 0, total)
+		ds       = make([]time.Duration, 0, min(total, 1<<20))
 		errs     int
 		firstErr error
 		wg       sync.WaitGroup
