@@ -89,13 +89,19 @@ func TestPurchase_SessionCreateRetryKeepsClearOfStripesMinimumExpiry(t *testing.
 	start := h.clock.Now()
 	p := h.newPurchase("user-1", "video-1")
 	first := attempt(p, start)
-	if d := first.expiresAt.Sub(start); d < DefaultSessionTTL+sessionCreateWindow-time.Second || d > DefaultSessionTTL+sessionCreateWindow {
-		t.Fatalf("first create asks for expires_at %s ahead, want %s", d, DefaultSessionTTL+sessionCreateWindow)
+	// The first create's expires_at is the creation time (the apiserver's,
+	// within a minute of this clock) plus the TTL and the create window.
+	if d := first.expiresAt.Sub(start); d < DefaultSessionTTL+sessionCreateWindow-firstExpiryWindow-time.Second || d > DefaultSessionTTL+sessionCreateWindow+firstExpiryWindow {
+		t.Fatalf("first create asks for expires_at %s ahead, want about %s", d, DefaultSessionTTL+sessionCreateWindow)
+	}
+	// reuseEnds is the last moment a stored expiry is reused.
+	reuseEnds := func(a createAttempt) time.Time {
+		return a.expiresAt.Add(-DefaultSessionTTL - sessionReuseMargin)
 	}
 	// It is back at the last moment the stored expiry is reused: the
 	// retry is byte-identical (same key, same expiry) and Stripe, 45 s
 	// ahead, still accepts it.
-	h.advance(sessionCreateWindow - sessionReuseMargin - time.Second)
+	h.advance(reuseEnds(first).Sub(h.clock.Now()))
 	edge := h.clock.Now()
 	rec.setFailing(false)
 	h.poke(p)
@@ -112,7 +118,7 @@ func TestPurchase_SessionCreateRetryKeepsClearOfStripesMinimumExpiry(t *testing.
 	start = h.clock.Now()
 	q := h.newPurchase("user-2", "video-1")
 	first = attempt(q, start)
-	h.advance(sessionCreateWindow - sessionReuseMargin + time.Second)
+	h.advance(reuseEnds(first).Sub(h.clock.Now()) + time.Second)
 	late := h.clock.Now()
 	h.poke(q)
 	retry := attempt(q, late)
