@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -161,15 +162,25 @@ func buildBinaries(t *testing.T, dir string) (manager, stripeEmulator string) {
 	return manager, stripeEmulator
 }
 
-// freeAddr returns a loopback address with a port nobody listens on now.
+// handedOut are the addresses freeAddr has returned: the kernel may give a
+// port that was just closed again, and two slots must never share one.
+var handedOut sync.Map
+
+// freeAddr returns a loopback address with a port nobody listens on now and
+// that it has not returned before.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("finding a free port: %v", err)
+		}
+		addr := l.Addr().String()
+		_ = l.Close()
+		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // childEnv is this process's environment without anything that would
