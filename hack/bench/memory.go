@@ -271,7 +271,7 @@ func seed(ctx context.Context, c client.Client, ns string, tmpl v1alpha1.Purchas
 				Name: naming.NewPurchaseName(), Namespace: ns, Labels: naming.PurchaseLabels(user, entity, productName),
 				Finalizers: tmpl.Finalizers,
 			},
-			Spec:       *tmpl.Spec.DeepCopy(),
+			Spec: *tmpl.Spec.DeepCopy(),
 		}
 		p.Spec.UserID, p.Spec.EntityID = user, entity
 		if err := c.Create(ctx, p); err != nil {
